@@ -1,0 +1,276 @@
+"""Sans-I/O framing for the three dialects: bytes in, messages out. No sockets, no asyncio.
+
+How this works: every decoder has ``feed(data)``, which only buffers, and ``next_*()``,
+which returns one complete message, ``None`` for "need more bytes", or raises
+``PeerProtocolError``. ``feed(b"")`` means the peer closed its side; after it, a
+half-received message is an error (``truncated``). ``has_partial`` tells the server
+whether a partial-message timeout should run.
+
+- lab:  a 64-byte ASCII header with the decimal length of the payload, padded with
+        spaces (seed 003), then the payload. A bad header is fatal: the next frame
+        boundary is unknown.
+- line: bytes up to ``\\n`` (a trailing ``\\r`` is dropped): for ``nc`` and ``telnet``.
+- json: one JSON object per line; an object with no newline after it also counts once
+        it is complete (the original exchange client sends exactly that and waits).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from typing import Any
+
+from socklab.errors import LocalProtocolError, PeerProtocolError
+
+LAB_HEADER_BYTES = 64
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
+
+
+class Dialect(enum.Enum):
+    JSON = "json"
+    LAB = "lab"
+    LINE = "line"
+
+
+def _too_large(size: int, limit: int) -> PeerProtocolError:
+    return PeerProtocolError(
+        "too_large", f"message of {size} bytes exceeds the limit of {limit} bytes", fatal=True
+    )
+
+
+def _truncated() -> PeerProtocolError:
+    return PeerProtocolError("truncated", "connection closed in the middle of a message", fatal=True)
+
+
+class _Buffered:
+    def __init__(self, max_message_bytes: int) -> None:
+        self.max_message_bytes = max_message_bytes
+        self._buffer = bytearray()
+        self._eof = False
+
+    def feed(self, data: bytes) -> None:
+        """Buffer ``data``; ``b""`` marks the end of the stream."""
+        if data:
+            self._buffer += data
+        else:
+            self._eof = True
+
+    @property
+    def has_partial(self) -> bool:
+        return bool(self._buffer)
+
+    @property
+    def buffered_bytes(self) -> int:
+        return len(self._buffer)
+
+    def _check_eof(self) -> None:
+        if self._eof and self._buffer:
+            self._buffer.clear()
+            raise _truncated()
+
+
+# -- lab ---------------------------------------------------------------------------------
+
+
+def parse_lab_header(header: bytes, max_message_bytes: int) -> int:
+    """Return the payload length a 64-byte lab header announces.
+
+    Raises ``PeerProtocolError`` (fatal) if it is not a decimal length padded with
+    spaces, or if the length is over ``max_message_bytes``.
+    """
+    text = header.strip(b" \t\r\n\x00")
+    if not text or not text.isdigit():
+        shown = header.rstrip(b" ")[:20]
+        raise PeerProtocolError(
+            "bad_header", f"the 64-byte header must hold a decimal length, got {shown!r}", fatal=True
+        )
+    length = int(text)
+    if length > max_message_bytes:
+        raise _too_large(length, max_message_bytes)
+    return length
+
+
+def encode_lab_frame(payload: bytes) -> bytes:
+    """Frame ``payload`` the way the lab clients do: length, spaces to 64 bytes, payload."""
+    header = str(len(payload)).encode("ascii")
+    if len(header) > LAB_HEADER_BYTES:
+        raise LocalProtocolError("payload too long for a 64-byte header")
+    return header.ljust(LAB_HEADER_BYTES, b" ") + payload
+
+
+class LabDecoder(_Buffered):
+    """Frames of seed 003: header, then payload."""
+
+    def __init__(self, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+        super().__init__(max_message_bytes)
+        self._length: int | None = None
+
+    @property
+    def has_partial(self) -> bool:
+        return bool(self._buffer) or self._length is not None
+
+    def next_frame(self) -> bytes | None:
+        """The next complete payload, or ``None`` if more bytes are needed."""
+        buffer = self._buffer
+        if self._length is None:
+            if len(buffer) < LAB_HEADER_BYTES:
+                self._check_eof()
+                return None
+            self._length = parse_lab_header(bytes(buffer[:LAB_HEADER_BYTES]), self.max_message_bytes)
+            del buffer[:LAB_HEADER_BYTES]
+        length = self._length
+        if len(buffer) < length:
+            if self._eof:
+                buffer.clear()
+                self._length = None
+                raise _truncated()
+            return None
+        payload = bytes(buffer[:length])
+        del buffer[:length]
+        self._length = None
+        return payload
+
+
+# -- line --------------------------------------------------------------------------------
+
+
+class LineDecoder(_Buffered):
+    """Newline-terminated lines; at the end of the stream an unterminated line still counts."""
+
+    def next_frame(self) -> bytes | None:
+        buffer = self._buffer
+        end = buffer.find(b"\n")
+        if end < 0:
+            if len(buffer) > self.max_message_bytes:
+                size = len(buffer)
+                buffer.clear()
+                raise _too_large(size, self.max_message_bytes)
+            if self._eof and buffer:
+                line = bytes(buffer).rstrip(b"\r")
+                buffer.clear()
+                return line
+            return None
+        if end > self.max_message_bytes:
+            buffer.clear()
+            raise _too_large(end, self.max_message_bytes)
+        line = bytes(buffer[:end])
+        del buffer[: end + 1]
+        return line[:-1] if line.endswith(b"\r") else line
+
+
+# -- json --------------------------------------------------------------------------------
+
+_json_decoder = json.JSONDecoder()
+
+
+def decode_json_object(raw: bytes) -> dict[str, Any]:
+    """Parse one JSON object; raise ``PeerProtocolError`` (not fatal) if it is not one."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PeerProtocolError("bad_encoding", "the message is not valid UTF-8") from None
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        raise PeerProtocolError("bad_json", "the message is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise PeerProtocolError("bad_json", "the message must be a JSON object")
+    return value
+
+
+class JsonDecoder(_Buffered):
+    """JSON objects, one per line, or one unterminated object at a time."""
+
+    def next_frame(self) -> dict[str, Any] | None:
+        buffer = self._buffer
+        while True:
+            end = buffer.find(b"\n")
+            if end < 0:
+                return self._next_unterminated()
+            if end > self.max_message_bytes:
+                buffer.clear()
+                raise _too_large(end, self.max_message_bytes)
+            raw = bytes(buffer[:end])
+            del buffer[: end + 1]
+            if raw.strip():
+                return decode_json_object(raw)
+
+    def _next_unterminated(self) -> dict[str, Any] | None:
+        buffer = self._buffer
+        if len(buffer) > self.max_message_bytes:
+            size = len(buffer)
+            buffer.clear()
+            raise _too_large(size, self.max_message_bytes)
+        stripped = bytes(buffer).strip()
+        if not stripped:
+            buffer.clear()
+            return None
+        if self._eof:
+            buffer.clear()
+            return decode_json_object(stripped)
+        # Cheap test first: a complete object ends with "}".
+        if not stripped.endswith(b"}"):
+            return None
+        try:
+            value = decode_json_object(stripped)
+        except PeerProtocolError:
+            return None  # maybe a "}" inside a string that is still growing: wait for more
+        buffer.clear()
+        return value
+
+
+def encode_json(message: dict[str, Any]) -> bytes:
+    """One JSON message as one line."""
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+# -- detection ---------------------------------------------------------------------------
+
+
+def detect_dialect(prefix: bytes) -> Dialect | None:
+    """Tell the dialect of a connection from its first bytes, or ``None`` if too few arrived.
+
+    ``{`` first means json; a newline within the first 64 bytes means line; 64 bytes of
+    digits then spaces mean lab. 64 bytes of printable text with no newline are a long
+    line. Anything else raises ``PeerProtocolError`` (fatal).
+    """
+    if not prefix:
+        return None
+    if prefix[:1] == b"{":
+        return Dialect.JSON
+    head = prefix[:LAB_HEADER_BYTES]
+    if b"\n" in head:
+        return Dialect.LINE
+    if len(head) < LAB_HEADER_BYTES:
+        if _could_be_lab_header(head) or _is_text(head, partial=True):
+            return None
+        raise _unknown_dialect()
+    if _could_be_lab_header(head):
+        return Dialect.LAB
+    if _is_text(head, partial=True):
+        return Dialect.LINE
+    raise _unknown_dialect()
+
+
+def _could_be_lab_header(head: bytes) -> bool:
+    number = head.strip(b" ")
+    return not number or number.isdigit()
+
+
+def _is_text(data: bytes, *, partial: bool) -> bool:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # The last character may be cut in half at the 64-byte boundary.
+        if not (partial and exc.start >= len(data) - 3 and exc.reason == "unexpected end of data"):
+            return False
+        text = data[: exc.start].decode("utf-8")
+    return all(ch.isprintable() or ch in "\t\r" for ch in text)
+
+
+def _unknown_dialect() -> PeerProtocolError:
+    return PeerProtocolError(
+        "unknown_dialect",
+        "expected a JSON object, a line of text, or a 64-byte lab header",
+        fatal=True,
+    )
