@@ -137,7 +137,7 @@ class StorageError(SocklabError):
     """A ledger backend failed."""
 
 
-class DropConnection(Exception):  # noqa: N818 - a signal, not an error
+class DropConnection(Exception):
     """Raised by a service to make the server close the connection without replying."""
 
 

@@ -20,16 +20,16 @@ rest; stop the service (close the ledger).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from socklab.errors import DropConnection, PeerProtocolError, RequestRejected
 from socklab.logs import fn
 from socklab.services.base import DISCONNECT_MESSAGE, ConnectionInfo, Service, Session
 from socklab.wire.framing import (
-    LAB_HEADER_BYTES,
     Dialect,
     JsonDecoder,
     LabDecoder,
@@ -81,6 +81,8 @@ class Listener:
         self.connections: set[Connection] = set()
         self._server: asyncio.Server | None = None
         self._stopping: asyncio.Task[None] | None = None
+        self._is_stopping = False
+        self._drained = asyncio.Event()
         self.stopped = asyncio.Event()
 
     async def start(self) -> None:
@@ -101,8 +103,18 @@ class Listener:
         self.port = self._server.sockets[0].getsockname()[1]
         name = self.service.display_name or f"{self.service.name} server"
         log.info(
-            "%s started and listening on %s:%s", name, self.host, self.port, extra=fn("start_server")
+            "%s started and listening on %s:%s",
+            name,
+            self.host,
+            self.port,
+            extra=fn("start_server"),
         )
+
+    def forget(self, conn: Connection) -> None:
+        """``conn`` has closed."""
+        self.connections.discard(conn)
+        if self._is_stopping and not self.connections:
+            self._drained.set()
 
     def request_stop(self) -> None:
         """Stop soon, from inside a request handler: replies in flight are still sent."""
@@ -120,12 +132,13 @@ class Listener:
         if self._server is not None:
             self._server.close()
         # 2. Every connection finishes what it has fully received, then closes.
+        self._is_stopping = True
         for conn in list(self.connections):
             conn.begin_close()
         # 3. Wait up to the grace period, 4. then abort the stragglers.
-        deadline = asyncio.get_running_loop().time() + self.limits.shutdown_grace_s
-        while self.connections and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.01)
+        if self.connections:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), self.limits.shutdown_grace_s)
         for conn in list(self.connections):
             log.warning("Aborting connection %s at shutdown", conn.peer, extra=fn("stop_server"))
             conn.abort()
@@ -163,8 +176,7 @@ class Connection(asyncio.Protocol):
     # -- asyncio.Protocol callbacks -------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.peer = format_peer(transport.get_extra_info("peername"))
         listener = self.listener
         if len(listener.connections) >= self.limits.max_connections:
@@ -175,7 +187,7 @@ class Connection(asyncio.Protocol):
                 extra=fn("start_server"),
             )
             self._closed = True
-            transport.abort()
+            self.transport.abort()
             return
         listener.connections.add(self)
         log.debug("Connection accepted from %s", self.peer, extra=fn("start_server"))
@@ -183,7 +195,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
-        self.listener.connections.discard(self)
+        self.listener.forget(self)
         if self._watchdog is not None:
             self._watchdog.cancel()
         if self.session is not None:
@@ -307,7 +319,9 @@ class Connection(asyncio.Protocol):
                 try:
                     text = message.decode("utf-8")
                 except UnicodeDecodeError:
-                    raise PeerProtocolError("bad_encoding", "the message is not valid UTF-8") from None
+                    raise PeerProtocolError(
+                        "bad_encoding", "the message is not valid UTF-8"
+                    ) from None
                 if dialect is Dialect.LAB:
                     if text == DISCONNECT_MESSAGE:
                         self._closing = self._finished = True
@@ -318,7 +332,7 @@ class Connection(asyncio.Protocol):
                     result = session.handle_line(text)
         except DropConnection:
             raise
-        except Exception as exc:  # noqa: BLE001 - every failure becomes one error reply
+        except Exception as exc:
             return self._exception_bytes(request_id, exc)
         if isinstance(result, dict | str):
             return self._encode(request_id, result)
@@ -329,7 +343,7 @@ class Connection(asyncio.Protocol):
             result = await pending
         except DropConnection:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             return self._exception_bytes(request_id, exc)
         return self._encode(request_id, result)
 
@@ -377,8 +391,13 @@ class Connection(asyncio.Protocol):
         return (text + "\n").encode("utf-8")
 
     def _log_bad_input(self, exc: PeerProtocolError) -> None:
-        log.warning("Bad input from %s: %s (%s)", self.peer, exc.message, exc.code,
-                    extra=fn("handle_client"))
+        log.warning(
+            "Bad input from %s: %s (%s)",
+            self.peer,
+            exc.message,
+            exc.code,
+            extra=fn("handle_client"),
+        )
 
     # -- writing, closing, timers ---------------------------------------------------------
 
@@ -428,9 +447,14 @@ class Connection(asyncio.Protocol):
         if self._closed:
             return
         now = self.loop.time()
-        if self._partial_since is not None and now - self._partial_since > self.limits.partial_timeout_s:
+        if (
+            self._partial_since is not None
+            and now - self._partial_since > self.limits.partial_timeout_s
+        ):
             exc = PeerProtocolError(
-                "timeout", f"incomplete message for over {self.limits.partial_timeout_s:g} s", fatal=True
+                "timeout",
+                f"incomplete message for over {self.limits.partial_timeout_s:g} s",
+                fatal=True,
             )
             self._log_bad_input(exc)
             if self.transport is not None:
@@ -451,7 +475,7 @@ async def serve_until(listeners: list[Listener], stop: asyncio.Event) -> None:
         for listener in listeners:
             await listener.start()
             started.append(listener)
-        waiters = [asyncio.ensure_future(stop.wait())]
+        waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
         all_stopped = asyncio.ensure_future(
             asyncio.gather(*(listener.stopped.wait() for listener in listeners))
         )

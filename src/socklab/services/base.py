@@ -62,7 +62,7 @@ class Service:
     name: str = "service"
     default_port: int = 0
     display_name: str = ""
-    """How the start-up line names the server, e.g. ``Alice Server started and listening on ...``."""
+    """How the start-up line names the server: ``<display_name> started and listening on ...``."""
 
     def open_session(self, conn: ConnectionInfo) -> Session:
         raise NotImplementedError

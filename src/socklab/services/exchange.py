@@ -60,7 +60,7 @@ def validate_name(name: Any) -> str:
     """The client's name, or ``InvalidRequest`` if it is not a short non-empty text."""
     if not isinstance(name, str):
         raise InvalidRequest("client_name must be a string")
-    name = name.strip()
+    name = str(name).strip()
     if not name:
         raise InvalidRequest("client_name must not be empty")
     if len(name) > MAX_NAME_CHARS:
@@ -116,18 +116,28 @@ class ExchangeService(Service):
             client_name = validate_name(name)
             client_number = validate_number(number)
         except InvalidRequest as exc:
-            log.warning("Invalid message from %s: %s", conn.peer, exc.message,
-                        extra={"function": "handle_client"})
+            log.warning(
+                "Invalid message from %s: %s",
+                conn.peer,
+                exc.message,
+                extra={"function": "handle_client"},
+            )
             raise
         if not MIN_NUMBER <= client_number <= MAX_NUMBER:
             shown = str(client_number) if abs(client_number) < 10**30 else "(a huge number)"
             if self.on_out_of_range == "terminate":
-                log.warning("Client int out of range: %s. Terminating the server.", shown,
-                            extra={"function": "handle_client"})
+                log.warning(
+                    "Client int out of range: %s. Terminating the server.",
+                    shown,
+                    extra={"function": "handle_client"},
+                )
                 conn.request_stop()
-                raise OutOfRange(f"{shown} is not in {MIN_NUMBER}..{MAX_NUMBER}; the server terminates")
-            log.warning("Client int out of range: %s. Rejected.", shown,
-                        extra={"function": "handle_client"})
+                raise OutOfRange(
+                    f"{shown} is not in {MIN_NUMBER}..{MAX_NUMBER}; the server terminates"
+                )
+            log.warning(
+                "Client int out of range: %s. Rejected.", shown, extra={"function": "handle_client"}
+            )
             raise OutOfRange(f"{shown} is not in {MIN_NUMBER}..{MAX_NUMBER}")
         result = Exchanged(
             client_name=client_name,
@@ -135,11 +145,19 @@ class ExchangeService(Service):
             client_number=client_number,
             server_number=self._rng.randint(MIN_NUMBER, MAX_NUMBER),
         )
-        log.info("Client Name: %s | Server Name: %s", result.client_name, result.server_name,
-                 extra={"function": "handle_client"})
-        log.info("Client Number: %d | Server Number: %d | Sum: %d",
-                 result.client_number, result.server_number, result.total,
-                 extra={"function": "handle_client"})
+        log.info(
+            "Client Name: %s | Server Name: %s",
+            result.client_name,
+            result.server_name,
+            extra={"function": "handle_client"},
+        )
+        log.info(
+            "Client Number: %d | Server Number: %d | Sum: %d",
+            result.client_number,
+            result.server_number,
+            result.total,
+            extra={"function": "handle_client"},
+        )
         log.debug("Sending client response", extra={"function": "handle_client"})
         return result
 
@@ -152,10 +170,15 @@ class ExchangeSession(Session):
     def handle_json(self, request: dict[str, Any]) -> JsonReply:
         op = request.get("op", "exchange")
         if op != "exchange":
-            raise UnknownOperation(f"unknown op {str(op)[:30]!r}; the exchange service knows 'exchange'")
+            raise UnknownOperation(
+                f"unknown op {str(op)[:30]!r}; the exchange service knows 'exchange'"
+            )
         if "client_name" not in request or "client_number" not in request:
-            log.warning("Invalid message from %s: missing field", self.conn.peer,
-                        extra={"function": "handle_client"})
+            log.warning(
+                "Invalid message from %s: missing field",
+                self.conn.peer,
+                extra={"function": "handle_client"},
+            )
             raise InvalidRequest("the request needs client_name and client_number")
         result = self.service.exchange(self.conn, request["client_name"], request["client_number"])
         return result.as_json()
@@ -168,7 +191,11 @@ class ExchangeSession(Session):
         try:
             number = parse_number_text(number_text)
         except InvalidRequest as exc:
-            log.warning("Invalid message from %s: %s", self.conn.peer, exc.message,
-                        extra={"function": "handle_client"})
+            log.warning(
+                "Invalid message from %s: %s",
+                self.conn.peer,
+                exc.message,
+                extra={"function": "handle_client"},
+            )
             raise InvalidRequest(f"{exc.message}; {LINE_HELP}") from None
         return self.service.exchange(self.conn, name, number).as_text()

@@ -39,7 +39,9 @@ def _too_large(size: int, limit: int) -> PeerProtocolError:
 
 
 def _truncated() -> PeerProtocolError:
-    return PeerProtocolError("truncated", "connection closed in the middle of a message", fatal=True)
+    return PeerProtocolError(
+        "truncated", "connection closed in the middle of a message", fatal=True
+    )
 
 
 class _Buffered:
@@ -82,7 +84,9 @@ def parse_lab_header(header: bytes, max_message_bytes: int) -> int:
     if not text or not text.isdigit():
         shown = header.rstrip(b" ")[:20]
         raise PeerProtocolError(
-            "bad_header", f"the 64-byte header must hold a decimal length, got {shown!r}", fatal=True
+            "bad_header",
+            f"the 64-byte header must hold a decimal length, got {shown!r}",
+            fatal=True,
         )
     length = int(text)
     if length > max_message_bytes:
@@ -116,7 +120,9 @@ class LabDecoder(_Buffered):
             if len(buffer) < LAB_HEADER_BYTES:
                 self._check_eof()
                 return None
-            self._length = parse_lab_header(bytes(buffer[:LAB_HEADER_BYTES]), self.max_message_bytes)
+            self._length = parse_lab_header(
+                bytes(buffer[:LAB_HEADER_BYTES]), self.max_message_bytes
+            )
             del buffer[:LAB_HEADER_BYTES]
         length = self._length
         if len(buffer) < length:

@@ -1,0 +1,192 @@
+"""``socklab serve``: run one, several or all of the services in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from socklab.cli.common import EXIT_USAGE, Failed, logging_options
+from socklab.logs import fn
+from socklab.server.runtime import Limits, Listener, run, serve_until
+from socklab.services import DEFAULT_PORTS, SERVICE_NAMES
+from socklab.services.base import Service
+
+log = logging.getLogger("socklab.cli")
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass(frozen=True, slots=True)
+class ServeSettings:
+    """Everything `socklab serve` was told, each option defined once (on the command)."""
+
+    services: tuple[str, ...]
+    host: str
+    port: int | None
+    limits: Limits
+    options: dict[str, Any]
+
+
+def build_service(name: str, options: dict[str, Any]) -> Service:
+    """The service called ``name``, configured from the command's options."""
+    if name == "exchange":
+        from socklab.services.exchange import ExchangeService
+
+        return ExchangeService(
+            options["name"], seed=options["seed"], on_out_of_range=options["on_out_of_range"]
+        )
+    if name == "text":
+        from socklab.services.text import TextService
+
+        return TextService()
+    if name == "numbers":
+        from socklab.services.numbers import NumbersService
+
+        return NumbersService(max_digits=options["max_digits"])
+    raise click.BadParameter(f"unknown service {name!r}")
+
+
+def _listeners(settings: ServeSettings) -> list[Listener]:
+    return [
+        Listener(
+            build_service(name, settings.options),
+            settings.host,
+            settings.port if settings.port is not None else DEFAULT_PORTS[name],
+            settings.limits,
+        )
+        for name in settings.services
+    ]
+
+
+async def serve_forever(settings: ServeSettings) -> None:
+    """Serve until SIGINT/SIGTERM, or until every service has stopped by itself."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal(signum: int) -> None:
+        log.info("Received %s, shutting down", signal.Signals(signum).name, extra=fn("serve"))
+        stop.set()
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await serve_until(_listeners(settings), stop)
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+
+
+@click.command()
+@click.argument("services", nargs=-1, type=click.Choice(SERVICE_NAMES))
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="SOCKLAB_HOST",
+    help="Address to listen on (0.0.0.0 serves a lab network).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    envvar="SOCKLAB_PORT",
+    help="Port, with exactly one service (0 picks a free one). Default: the service's.",
+)
+@click.option(
+    "--name", default="Socklab Server", show_default=True, help="exchange: the server's name."
+)
+@click.option("--seed", type=int, help="exchange: seed of the random numbers (reproducible runs).")
+@click.option(
+    "--on-out-of-range",
+    type=click.Choice(["terminate", "reject"]),
+    default="terminate",
+    show_default=True,
+    help="exchange: what a number outside 1..100 does.",
+)
+@click.option(
+    "--max-digits",
+    type=click.IntRange(1),
+    default=10_000,
+    show_default=True,
+    help="numbers: the largest number of digits checked.",
+)
+@click.option(
+    "--max-message-bytes",
+    type=click.IntRange(64),
+    default=DEFAULT_LIMITS.max_message_bytes,
+    show_default=True,
+    help="Largest message accepted.",
+)
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(0.01),
+    default=DEFAULT_LIMITS.idle_timeout_s,
+    show_default=True,
+    help="Seconds before a silent connection is closed.",
+)
+@click.option(
+    "--partial-timeout",
+    type=click.FloatRange(0.01),
+    default=DEFAULT_LIMITS.partial_timeout_s,
+    show_default=True,
+    help="Seconds a message may take to arrive completely.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1),
+    default=DEFAULT_LIMITS.max_connections,
+    show_default=True,
+    help="Connections per service; more are refused.",
+)
+@click.option(
+    "--shutdown-grace",
+    type=click.FloatRange(0),
+    default=DEFAULT_LIMITS.shutdown_grace_s,
+    show_default=True,
+    help="Seconds in-flight requests get to finish at shutdown.",
+)
+@logging_options
+def serve(
+    services: tuple[str, ...],
+    host: str,
+    port: int | None,
+    max_message_bytes: int,
+    idle_timeout: float,
+    partial_timeout: float,
+    max_connections: int,
+    shutdown_grace: float,
+    **options: Any,
+) -> int:
+    """Serve SERVICES (default: all four) until SIGINT or SIGTERM.
+
+    \b
+    exchange  8000  name and number exchange (seed 000)
+    text      5050  lower and upper case of a line of text
+    numbers   5051  prime and palindrome checks
+    bank      5052  the ATM's bank, on a durable ledger
+    """
+    chosen = tuple(dict.fromkeys(services)) or SERVICE_NAMES
+    if port is not None and len(chosen) != 1:
+        raise Failed("--port needs exactly one service; each service has its own port", EXIT_USAGE)
+    settings = ServeSettings(
+        services=chosen,
+        host=host,
+        port=port,
+        limits=Limits(
+            max_message_bytes=max_message_bytes,
+            idle_timeout_s=idle_timeout,
+            partial_timeout_s=partial_timeout,
+            max_connections=max_connections,
+            shutdown_grace_s=shutdown_grace,
+        ),
+        options=options,
+    )
+    try:
+        run(lambda: serve_forever(settings))
+    except OSError as exc:
+        raise Failed(f"cannot listen on {host}: {exc.strerror or exc}") from None
+    return 0
