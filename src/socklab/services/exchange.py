@@ -60,14 +60,14 @@ def validate_name(name: Any) -> str:
     """The client's name, or ``InvalidRequest`` if it is not a short non-empty text."""
     if not isinstance(name, str):
         raise InvalidRequest("client_name must be a string")
-    name = str(name).strip()
-    if not name:
+    text = name.strip()
+    if not text:
         raise InvalidRequest("client_name must not be empty")
-    if len(name) > MAX_NAME_CHARS:
+    if len(text) > MAX_NAME_CHARS:
         raise InvalidRequest(f"client_name must be at most {MAX_NAME_CHARS} characters")
-    if not name.isprintable():
+    if not text.isprintable():
         raise InvalidRequest("client_name must be printable text")
-    return name
+    return text
 
 
 def validate_number(number: Any) -> int:
