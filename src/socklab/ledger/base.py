@@ -1,0 +1,288 @@
+"""The bank ledger's interface: what every backend (SQLite, PostgreSQL) promises.
+
+Money is ``int`` cents. Deposits, withdrawals and transfers carry a client-chosen
+idempotency key; the key, a fingerprint of the request (op, account, counterparty, amount)
+and the outcome are stored in the same transaction as the balance change:
+
+- same key, same request: the stored outcome again, nothing applied (``replayed=True``
+  for a success; the same exception for a stored business rejection);
+- same key, other request: ``KeyReused``, nothing applied;
+- business rejections (``InvalidAmount``, ``SameAccount``, ``UnknownAccount``,
+  ``InsufficientFunds``) are stored under their key and replayed like successes;
+- ``record_failure()`` (a transient failure) stores no key, so a retry may still succeed.
+
+Checks run in this order, and the first that fails is the outcome: amount
+(``0 < amount <= max_amount_cents``), same account (transfers), unknown account (the
+account, then the counterparty), funds.
+
+Statistics count money-moving requests (keyed deposit/withdraw/transfer): a replay does
+not count again; a success counts as successful; a business rejection, a ``KeyReused``
+and a ``record_failure()`` count as failed. Opening deposits are not requests and do not
+count. ``total == successful + failed`` always.
+
+Helpers at the bottom (``validate_key``, ``fingerprint``, ``precheck``, ...) are shared
+by the backends so that they agree to the letter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from socklab.errors import (
+    InvalidAmount,
+    InvalidRequest,
+    RequestRejected,
+    SameAccount,
+    UnknownAccount,
+)
+
+AccountId = int
+Op = Literal["deposit", "withdraw", "transfer"]
+OPS: tuple[Op, ...] = ("deposit", "withdraw", "transfer")
+
+MAX_KEY_CHARS = 128
+MAX_NAME_CHARS = 64
+INT64_MAX = 2**63 - 1
+DEMO_PIN = "1234"
+DEMO_BALANCE_CENTS = 10_000_00
+DEMO_NAMES: tuple[str, ...] = ("Dibbyo Roy", "Abdullah Ashik", "Abir Hasan")
+"""The seed's three accounts: ids 1, 2, 3, PIN 1234, 10000.00 each."""
+
+STORED_REJECTIONS: tuple[type[RequestRejected], ...] = (
+    InvalidAmount,
+    SameAccount,
+    UnknownAccount,
+)
+"""Rejections decided before touching balances (``InsufficientFunds`` is decided later)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    id: AccountId
+    name: str
+    balance_cents: int
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """The outcome of a deposit, withdrawal or transfer."""
+
+    key: str
+    op: Op
+    account: AccountId
+    """The account the request was made on (the source of a transfer)."""
+    counterparty: AccountId | None
+    """The destination of a transfer; ``None`` for deposits and withdrawals."""
+    amount_cents: int
+    """The amount as requested, always > 0."""
+    balance_cents: int
+    """The balance of ``account`` right after this posting (also when replayed)."""
+    posting_id: int
+    replayed: bool
+    """True when this is the stored outcome of an earlier request with the same key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Posting:
+    """One line of an account statement."""
+
+    posting_id: int
+    op: Op
+    amount_cents: int
+    """Signed, for this account: + for money in, - for money out."""
+    balance_after_cents: int
+    counterparty: AccountId | None
+    """The other customer account of a transfer; ``None`` for deposits and withdrawals."""
+    key: str | None
+    """The idempotency key; ``None`` for an opening deposit."""
+    created_at: float
+    """Unix seconds."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    total: int
+    successful: int
+    failed: int
+
+    @property
+    def success_rate(self) -> float:
+        return self.successful / self.total if self.total else 0.0
+
+    @property
+    def error_rate(self) -> float:
+        return self.failed / self.total if self.total else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    ok: bool
+    problems: tuple[str, ...]
+    accounts: int
+    """Customer accounts."""
+    postings: int
+    """Applied postings (opening deposits included)."""
+    total_cents: int
+    """Money held by customers, which equals what went through the vault."""
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSettings:
+    max_amount_cents: int = 1_000_000_00
+    max_failed_logins: int = 5
+    lockout_s: float = 900.0
+    group_commit: bool = True
+    """One transaction for all pending postings (True) or one per posting (False)."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_amount_cents <= INT64_MAX // 1024:
+            raise ValueError("max_amount_cents must be positive and sane")
+        if self.max_failed_logins < 1:
+            raise ValueError("max_failed_logins must be at least 1")
+        if self.lockout_s < 0:
+            raise ValueError("lockout_s must not be negative")
+
+
+class Ledger(Protocol):
+    """A durable, exactly-once bank ledger. Every method may raise ``StorageError``."""
+
+    async def open_account(self, name: str, pin: str, deposit_cents: int = 0) -> Account:
+        """Create a customer account, with an opening deposit if ``deposit_cents > 0``.
+
+        Raises ``InvalidRequest`` (bad name or PIN format), ``InvalidAmount``.
+        """
+        ...
+
+    async def ensure_demo_accounts(self) -> bool:
+        """On a ledger with no customers, create the seed's accounts 1, 2, 3 (PIN 1234,
+        10000.00 each). Returns True if it created them."""
+        ...
+
+    async def authenticate(self, account: AccountId, pin: str) -> Account:
+        """Check a PIN. Raises ``AuthFailed`` (also for an unknown account, so that
+        existence is not revealed), ``AccountLocked`` (too many failures; also for the
+        right PIN while locked)."""
+        ...
+
+    async def change_pin(self, account: AccountId, old_pin: str, new_pin: str) -> None:
+        """Raises ``InvalidRequest`` (bad new PIN format), and what ``authenticate`` raises."""
+        ...
+
+    async def get_account(self, account: AccountId) -> Account:
+        """Raises ``UnknownAccount``."""
+        ...
+
+    async def accounts(self) -> list[Account]:
+        """Customer accounts by id."""
+        ...
+
+    async def deposit(self, account: AccountId, amount_cents: int, *, key: str) -> Receipt:
+        """Raises ``InvalidRequest`` (bad key, nothing stored), ``KeyReused``, and the
+        stored rejections ``InvalidAmount``, ``UnknownAccount``."""
+        ...
+
+    async def withdraw(self, account: AccountId, amount_cents: int, *, key: str) -> Receipt:
+        """As ``deposit``, plus the stored rejection ``InsufficientFunds``."""
+        ...
+
+    async def transfer(
+        self, src: AccountId, dst: AccountId, amount_cents: int, *, key: str
+    ) -> Receipt:
+        """As ``withdraw``, plus the stored rejection ``SameAccount``."""
+        ...
+
+    async def statement(self, account: AccountId, limit: int = 10) -> list[Posting]:
+        """The newest ``limit`` (at most 1000) postings of ``account``, newest first.
+        Raises ``UnknownAccount``."""
+        ...
+
+    async def record_failure(self) -> None:
+        """Count a transient (injected) failure as a failed request; stores no key."""
+        ...
+
+    async def stats(self) -> Stats: ...
+
+    async def verify(self) -> VerifyReport:
+        """Re-derive every balance from the journal; check that every posting balances,
+        money is conserved and no customer balance is negative."""
+        ...
+
+    async def close(self) -> None:
+        """Finish queued work and release the database. Idempotent."""
+        ...
+
+
+# --- helpers shared by the backends -------------------------------------------------
+
+
+def validate_key(key: object) -> str:
+    """Return ``key`` if it is a usable idempotency key. Raises ``InvalidRequest``."""
+    if not isinstance(key, str) or not 0 < len(key) <= MAX_KEY_CHARS or not key.isprintable():
+        raise InvalidRequest(
+            f"an idempotency key must be 1 to {MAX_KEY_CHARS} printable characters"
+        )
+    return key
+
+
+def validate_name(name: object) -> str:
+    """Return the stripped account name. Raises ``InvalidRequest``."""
+    if isinstance(name, str):
+        name = name.strip()
+        if 0 < len(name) <= MAX_NAME_CHARS and name.isprintable():
+            return name
+    raise InvalidRequest(f"an account name must be 1 to {MAX_NAME_CHARS} printable characters")
+
+
+def fingerprint(op: Op, account: int, counterparty: int | None, amount_cents: int) -> str:
+    """What must match for a key to be a retry of the same request."""
+    return f"{op}:{account}:{'' if counterparty is None else counterparty}:{amount_cents}"
+
+
+def fits_int64(value: object) -> bool:
+    return type(value) is int and -INT64_MAX - 1 <= value <= INT64_MAX
+
+
+def check_amount(amount_cents: object, max_amount_cents: int) -> None:
+    """Raises ``InvalidAmount`` unless ``0 < amount_cents <= max_amount_cents``."""
+    if type(amount_cents) is not int or not 0 < amount_cents <= max_amount_cents:
+        raise InvalidAmount(f"the amount must be more than 0 and at most {max_amount_cents} cents")
+
+
+def precheck(
+    account: int, counterparty: int | None, amount_cents: int, max_amount_cents: int
+) -> RequestRejected | None:
+    """The rejection a request gets before any account is looked up, or ``None``.
+
+    Ids that cannot be account ids (not an int64, or < 1) are unknown accounts.
+    """
+    try:
+        check_amount(amount_cents, max_amount_cents)
+    except InvalidAmount as exc:
+        return exc
+    if counterparty is not None and counterparty == account:
+        return SameAccount("cannot transfer to the same account")
+    for acct in (account, counterparty):
+        if acct is not None and (not fits_int64(acct) or acct < 1):
+            return unknown_account(acct)
+    return None
+
+
+def unknown_account(account: object) -> UnknownAccount:
+    return UnknownAccount(f"no account {account}")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedRequest:
+    """A validated money request, as a backend's writer sees it."""
+
+    op: Op
+    account: int
+    counterparty: int | None
+    amount_cents: int
+    key: str
+    fingerprint: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        fp = fingerprint(self.op, self.account, self.counterparty, self.amount_cents)
+        object.__setattr__(self, "fingerprint", fp)
