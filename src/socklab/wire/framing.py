@@ -45,7 +45,7 @@ def _truncated() -> PeerProtocolError:
 
 
 class _Buffered:
-    def __init__(self, max_message_bytes: int) -> None:
+    def __init__(self, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self.max_message_bytes = max_message_bytes
         self._buffer = bytearray()
         self._eof = False
@@ -236,9 +236,10 @@ def encode_json(message: dict[str, Any]) -> bytes:
 def detect_dialect(prefix: bytes) -> Dialect | None:
     """Tell the dialect of a connection from its first bytes, or ``None`` if too few arrived.
 
-    ``{`` first means json; a newline within the first 64 bytes means line; 64 bytes of
-    digits then spaces mean lab. 64 bytes of printable text with no newline are a long
-    line. Anything else raises ``PeerProtocolError`` (fatal).
+    ``{`` first means json; a newline within the first 64 bytes means line; 64 bytes of one
+    word padded with spaces mean lab (the header parser then says whether the word is a
+    valid length). 64 bytes of other printable text with no newline are a long line.
+    Anything else raises ``PeerProtocolError`` (fatal).
     """
     if not prefix:
         return None
@@ -247,20 +248,18 @@ def detect_dialect(prefix: bytes) -> Dialect | None:
     head = prefix[:LAB_HEADER_BYTES]
     if b"\n" in head:
         return Dialect.LINE
-    if len(head) < LAB_HEADER_BYTES:
-        if _could_be_lab_header(head) or _is_text(head, partial=True):
-            return None
+    if not _is_text(head, partial=True):
         raise _unknown_dialect()
-    if _could_be_lab_header(head):
+    if len(head) < LAB_HEADER_BYTES:
+        return None
+    if _is_padded_word(head):
         return Dialect.LAB
-    if _is_text(head, partial=True):
-        return Dialect.LINE
-    raise _unknown_dialect()
+    return Dialect.LINE
 
 
-def _could_be_lab_header(head: bytes) -> bool:
-    number = head.strip(b" ")
-    return not number or number.isdigit()
+def _is_padded_word(head: bytes) -> bool:
+    word = head.strip(b" ")
+    return head.endswith(b" ") and b" " not in word
 
 
 def _is_text(data: bytes, *, partial: bool) -> bool:

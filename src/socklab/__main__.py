@@ -1,0 +1,3 @@
+from socklab.cli.main import entry_point
+
+entry_point()

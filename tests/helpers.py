@@ -1,0 +1,169 @@
+"""Small helpers shared by the tests: a real server on a real port, real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from socklab.server.runtime import Limits, Listener, new_event_loop
+from socklab.services.base import Service
+
+HOST = "127.0.0.1"
+
+
+@dataclass
+class RunningServer:
+    listener: Listener
+    loop: asyncio.AbstractEventLoop
+
+    @property
+    def port(self) -> int:
+        return self.listener.port
+
+    def connect(self, timeout_s: float = 5.0) -> socket.socket:
+        return socket.create_connection((HOST, self.port), timeout=timeout_s)
+
+    def call(self, coro_factory, timeout_s: float = 10.0):  # type: ignore[no-untyped-def]
+        """Run a coroutine on the server's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro_factory(), self.loop).result(timeout_s)
+
+
+@contextlib.contextmanager
+def running_server(service: Service, limits: Limits | None = None) -> Iterator[RunningServer]:
+    """A ``Listener`` for ``service`` on 127.0.0.1, port 0, in a thread with its own loop."""
+    loop = new_event_loop()
+    ready = threading.Event()
+    holder: dict[str, Listener] = {}
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+
+        async def start() -> None:
+            listener = Listener(service, HOST, 0, limits or Limits())
+            holder["listener"] = listener
+            await listener.start()
+            ready.set()
+            await listener.stopped.wait()
+
+        loop.run_until_complete(start())
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert ready.wait(10), "server did not start"
+    server = RunningServer(holder["listener"], loop)
+    try:
+        yield server
+    finally:
+        if not server.listener.stopped.is_set():
+            asyncio.run_coroutine_threadsafe(server.listener.stop(), loop).result(20)
+        thread.join(10)
+        loop.close()
+
+
+def recv_until(sock: socket.socket, terminator: bytes = b"\n", limit: int = 1 << 20) -> bytes:
+    """Read until ``terminator`` (included) or EOF."""
+    data = b""
+    while terminator not in data and len(data) < limit:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def recv_all(sock: socket.socket) -> bytes:
+    """Read until the server closes the connection."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+# -- real processes ----------------------------------------------------------------------
+
+LISTENING = re.compile(rb"started and listening on [^\s]+:(\d+)")
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen[bytes]
+    ports: list[int]
+    output: bytearray
+    reader: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return self.ports[0]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.wait(timeout_s)
+
+    def wait(self, timeout_s: float = 20) -> int:
+        rc = self.proc.wait(timeout_s)
+        if self.reader is not None:
+            self.reader.join(timeout_s)
+        return rc
+
+    def text(self) -> str:
+        return self.output.decode("utf-8", "replace")
+
+
+def socklab_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "socklab", *args]
+
+
+def start_server_process(*args: str, listeners: int = 1, env: dict[str, str] | None = None,
+                         timeout_s: float = 20) -> ServerProcess:
+    """Start ``socklab serve ARGS`` and wait until ``listeners`` ports are listening."""
+    proc = subprocess.Popen(
+        socklab_command("serve", *args),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    assert proc.stderr is not None
+    output = bytearray()
+    ports: list[int] = []
+    deadline = time.monotonic() + timeout_s
+    while len(ports) < listeners:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise AssertionError(f"server did not start: {output.decode(errors='replace')}")
+        line = proc.stderr.readline()
+        output += line
+        if match := LISTENING.search(line):
+            ports.append(int(match.group(1)))
+    server = ServerProcess(proc, ports, output)
+    server.reader = threading.Thread(target=_pump_stderr, args=(server,), daemon=True)
+    server.reader.start()
+    return server
+
+
+def _pump_stderr(server: ServerProcess) -> None:
+    stream = server.proc.stderr
+    assert stream is not None
+    with contextlib.suppress(ValueError, OSError):
+        for line in iter(stream.readline, b""):
+            server.output += line
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True

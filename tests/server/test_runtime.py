@@ -1,0 +1,285 @@
+"""The runtime over real sockets, with a small test service whose replies we control."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from typing import Any
+
+import pytest
+
+from helpers import recv_all, recv_until, running_server
+from socklab.errors import DropConnection, InvalidRequest
+from socklab.server.runtime import Limits
+from socklab.services.base import ConnectionInfo, JsonReply, Service, Session
+from socklab.wire.framing import encode_lab_frame
+
+
+class ProbeSession(Session):
+    """json: op echo (sync), sleep (async, ``s`` seconds), fail, crash, drop, stop."""
+
+    def __init__(self, service: ProbeService, conn: ConnectionInfo) -> None:
+        self.service = service
+        self.conn = conn
+
+    def handle_json(self, request: dict[str, Any]) -> Any:
+        op = request.get("op")
+        if op == "echo":
+            return {"value": request.get("value")}
+        if op == "sleep":
+            return self._sleep(float(request["s"]), request.get("value"))
+        if op == "fail":
+            raise InvalidRequest("asked to fail")
+        if op == "crash":
+            raise RuntimeError("a bug")
+        if op == "drop":
+            raise DropConnection
+        if op == "stop":
+            self.conn.request_stop()
+            return {"stopping": True}
+        raise InvalidRequest(f"unknown op {op!r}")
+
+    async def _sleep(self, seconds: float, value: Any) -> JsonReply:
+        await asyncio.sleep(seconds)
+        return {"value": value}
+
+    def handle_line(self, line: str) -> str:
+        if line == "slow":
+            return self._slow_line()  # type: ignore[return-value]
+        return f"line:{line}"
+
+    async def _slow_line(self) -> str:
+        await asyncio.sleep(0.2)
+        return "slow done"
+
+    def handle_lab(self, payload: str) -> str:
+        return f"lab:{payload}"
+
+    def close(self) -> None:
+        self.service.closed += 1
+
+
+class ProbeService(Service):
+    name = "probe"
+
+    def __init__(self) -> None:
+        self.closed = 0
+        self.stopped = False
+
+    def open_session(self, conn: ConnectionInfo) -> Session:
+        return ProbeSession(self, conn)
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+def send_json(sock: socket.socket, *messages: dict[str, Any]) -> None:
+    sock.sendall(b"".join(json.dumps(m).encode() + b"\n" for m in messages))
+
+
+def read_json(sock: socket.socket, count: int) -> list[dict[str, Any]]:
+    data = b""
+    while data.count(b"\n") < count:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {data!r}"
+        data += chunk
+    return [json.loads(line) for line in data.splitlines()]
+
+
+def test_pipelined_replies_come_back_in_order_with_ids() -> None:
+    with running_server(ProbeService()) as server, server.connect() as sock:
+        send_json(
+            sock,
+            {"op": "sleep", "s": 0.2, "value": "slow", "id": 1},
+            {"op": "echo", "value": "fast", "id": 2},
+            {"op": "fail", "id": 3},
+            {"op": "sleep", "s": 0.01, "value": "quick", "id": 4},
+            {"op": "echo", "value": 5, "id": "five"},
+        )
+        replies = read_json(sock, 5)
+    assert [r["id"] for r in replies] == [1, 2, 3, 4, "five"]
+    assert replies[0] == {"id": 1, "ok": True, "value": "slow"}
+    assert replies[2] == {
+        "id": 3,
+        "ok": False,
+        "error": {"code": "invalid_request", "message": "asked to fail"},
+    }
+
+
+def test_bad_json_line_gets_an_error_and_the_connection_goes_on() -> None:
+    with running_server(ProbeService()) as server, server.connect() as sock:
+        sock.sendall(b'{"op": "echo", "value": 1}\n{broken\n{"op": "echo", "value": 2}\n')
+        replies = read_json(sock, 3)
+    assert replies[0]["value"] == 1
+    assert replies[1]["ok"] is False and replies[1]["error"]["code"] == "bad_json"
+    assert replies[2]["value"] == 2
+
+
+def test_a_bug_in_a_service_is_an_internal_error_not_a_crash(caplog: pytest.LogCaptureFixture) -> None:
+    with running_server(ProbeService()) as server, server.connect() as sock:
+        send_json(sock, {"op": "crash", "id": 1}, {"op": "echo", "value": "alive", "id": 2})
+        replies = read_json(sock, 2)
+    assert replies[0]["error"]["code"] == "internal_error"
+    assert "a bug" not in json.dumps(replies[0])
+    assert replies[1]["value"] == "alive"
+
+
+def test_drop_connection_closes_without_a_reply() -> None:
+    with running_server(ProbeService()) as server, server.connect() as sock:
+        send_json(sock, {"op": "drop", "id": 1})
+        assert recv_all(sock) == b""
+
+
+@pytest.mark.parametrize(
+    ("garbage", "code"),
+    [
+        pytest.param(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 60, "unknown_dialect", id="tls-hello"),
+        pytest.param(b"12" + b"\x00" * 62 + b"payload", "unknown_dialect", id="binary-header"),
+        pytest.param(b"-12".ljust(64), "bad_header", id="negative-length"),
+        pytest.param(b"twelve".ljust(64), "bad_header", id="word-length"),
+        pytest.param(b"9999999".ljust(64), "too_large", id="oversize-length"),
+    ],
+)
+def test_hostile_first_bytes_get_one_error_then_close(garbage: bytes, code: str) -> None:
+    with running_server(ProbeService()) as server:
+        with server.connect() as sock:
+            sock.sendall(garbage)
+            reply = recv_all(sock)
+        assert reply.startswith(b"ERROR ") and code.encode() in reply and reply.count(b"\n") == 1
+        with server.connect() as other:  # the server is unharmed
+            send_json(other, {"op": "echo", "value": 1, "id": 1})
+            assert read_json(other, 1)[0]["value"] == 1
+
+
+def test_lab_header_split_in_pieces_and_frames_in_one_segment() -> None:
+    with running_server(ProbeService()) as server, server.connect() as sock:
+        frame = encode_lab_frame(b"hello")
+        for piece in (frame[:1], frame[1:30], frame[30:64], frame[64:66], frame[66:]):
+            sock.sendall(piece)
+            time.sleep(0.01)
+        assert recv_until(sock, b"lab:hello", 100) == b"lab:hello"
+        sock.sendall(encode_lab_frame(b"a") + encode_lab_frame(b"b"))
+        data = b""
+        while len(data) < len(b"lab:alab:b"):
+            data += sock.recv(100)
+        assert data == b"lab:alab:b"
+
+
+def test_lab_disconnect_gets_the_farewell_then_close() -> None:
+    with running_server(ProbeService()) as server, server.connect() as sock:
+        sock.sendall(encode_lab_frame(b"!DISCONNECT") + encode_lab_frame(b"ignored"))
+        assert recv_all(sock) == b"[DISCONNECTED]"
+
+
+def test_line_dialect_and_invalid_utf8() -> None:
+    with running_server(ProbeService()) as server, server.connect() as sock:
+        sock.sendall(b"hello\n\xff\xfe\nslow\nafter\n")
+        data = b""
+        while data.count(b"\n") < 4:
+            data += sock.recv(1000)
+    lines = data.decode().splitlines()
+    assert lines[0] == "line:hello"
+    assert lines[1].startswith("ERROR bad_encoding:")
+    assert lines[2:] == ["slow done", "line:after"]
+
+
+def test_oversize_message_is_refused_and_closed() -> None:
+    limits = Limits(max_message_bytes=1024)
+    with running_server(ProbeService(), limits) as server, server.connect() as sock:
+        sock.sendall(b'{"op": "echo", "value": "' + b"x" * 5000)
+        reply = recv_all(sock)
+    assert json.loads(reply)["error"]["code"] == "too_large"
+
+
+def test_partial_message_times_out_without_stalling_others() -> None:
+    limits = Limits(partial_timeout_s=0.3)
+    with running_server(ProbeService(), limits) as server:
+        slow = server.connect()
+        slow.sendall(b'{"op": "echo", "val')  # and never the rest
+        started = time.monotonic()
+        with server.connect() as fast:
+            for i in range(20):
+                send_json(fast, {"op": "echo", "value": i, "id": i})
+                assert read_json(fast, 1)[0]["value"] == i
+        assert time.monotonic() - started < 0.3  # the slow one did not hold anybody up
+        reply = recv_all(slow)
+        slow.close()
+    assert json.loads(reply)["error"]["code"] == "timeout"
+
+
+def test_slow_drip_lab_header_times_out() -> None:
+    limits = Limits(partial_timeout_s=0.3)
+    with running_server(ProbeService(), limits) as server, server.connect() as sock:
+        sock.sendall(b"12")  # the start of a header, then silence
+        assert b"ERROR timeout" in recv_all(sock)
+
+
+def test_idle_connection_is_closed() -> None:
+    limits = Limits(idle_timeout_s=0.2)
+    with running_server(ProbeService(), limits) as server, server.connect() as sock:
+        send_json(sock, {"op": "echo", "value": 1, "id": 1})
+        assert read_json(sock, 1)[0]["ok"]
+        assert recv_all(sock) == b""  # closed by the server after 0.2 s of silence
+
+
+def test_connections_over_the_limit_are_refused() -> None:
+    limits = Limits(max_connections=2)
+    with running_server(ProbeService(), limits) as server:
+        first, second = server.connect(), server.connect()
+        send_json(first, {"op": "echo", "value": 1, "id": 1})
+        send_json(second, {"op": "echo", "value": 2, "id": 1})
+        assert read_json(first, 1)[0]["value"] == 1 and read_json(second, 1)[0]["value"] == 2
+        third = server.connect()
+        with pytest.raises((ConnectionResetError, AssertionError)):
+            send_json(third, {"op": "echo", "value": 3, "id": 1})
+            read_json(third, 1)
+        first.close()
+        time.sleep(0.1)
+        with server.connect() as fourth:
+            send_json(fourth, {"op": "echo", "value": 4, "id": 1})
+            assert read_json(fourth, 1)[0]["value"] == 4
+        for sock in (second, third):
+            sock.close()
+
+
+def test_a_client_that_never_reads_does_not_hurt_others() -> None:
+    with running_server(ProbeService()) as server:
+        hog = server.connect()
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        big = b"".join(json.dumps({"op": "echo", "value": "x" * 1000, "id": i}).encode() + b"\n" for i in range(3000))
+        hog.settimeout(0.5)
+        try:
+            hog.sendall(big)  # the server stops reading once its replies back up
+        except TimeoutError:
+            pass
+        with server.connect() as other:
+            send_json(other, {"op": "echo", "value": "fine", "id": 1})
+            assert read_json(other, 1)[0]["value"] == "fine"
+        hog.close()
+
+
+def test_graceful_stop_finishes_the_request_in_flight() -> None:
+    service = ProbeService()
+    with running_server(service) as server, server.connect() as sock:
+        send_json(sock, {"op": "sleep", "s": 0.3, "value": "finished", "id": 1})
+        time.sleep(0.05)
+        server.call(server.listener.stop)
+        reply = recv_all(sock)
+        assert json.loads(reply)["value"] == "finished"
+        assert service.stopped
+        assert server.listener.connections == set()
+
+
+def test_request_stop_from_a_session_stops_the_listener() -> None:
+    with running_server(ProbeService()) as server, server.connect() as sock:
+        send_json(sock, {"op": "stop", "id": 1})
+        assert read_json(sock, 1)[0]["stopping"] is True
+        assert server.listener.stopped.wait  # noqa: B018
+        deadline = time.monotonic() + 5
+        while not server.listener.stopped.is_set() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.listener.stopped.is_set()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", server.port), timeout=1)
