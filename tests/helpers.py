@@ -114,18 +114,33 @@ class ServerProcess:
         rc = self.proc.wait(timeout_s)
         if self.reader is not None:
             self.reader.join(timeout_s)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
         return rc
 
     def text(self) -> str:
         return self.output.decode("utf-8", "replace")
 
 
+STARTED: list[ServerProcess] = []
+"""Every server process a test started; conftest kills the ones a failed test left behind."""
+
+
+def kill_leftovers() -> None:
+    while STARTED:
+        server = STARTED.pop()
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.wait()
+
+
 def socklab_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "socklab", *args]
 
 
-def start_server_process(*args: str, listeners: int = 1, env: dict[str, str] | None = None,
-                         timeout_s: float = 20) -> ServerProcess:
+def start_server_process(
+    *args: str, listeners: int = 1, env: dict[str, str] | None = None, timeout_s: float = 20
+) -> ServerProcess:
     """Start ``socklab serve ARGS`` and wait until ``listeners`` ports are listening."""
     proc = subprocess.Popen(
         socklab_command("serve", *args),
@@ -146,6 +161,7 @@ def start_server_process(*args: str, listeners: int = 1, env: dict[str, str] | N
         if match := LISTENING.search(line):
             ports.append(int(match.group(1)))
     server = ServerProcess(proc, ports, output)
+    STARTED.append(server)
     server.reader = threading.Thread(target=_pump_stderr, args=(server,), daemon=True)
     server.reader.start()
     return server

@@ -117,7 +117,9 @@ def test_bad_json_line_gets_an_error_and_the_connection_goes_on() -> None:
     assert replies[2]["value"] == 2
 
 
-def test_a_bug_in_a_service_is_an_internal_error_not_a_crash(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_bug_in_a_service_is_an_internal_error_not_a_crash(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     with running_server(ProbeService()) as server, server.connect() as sock:
         send_json(sock, {"op": "crash", "id": 1}, {"op": "echo", "value": "alive", "id": 2})
         replies = read_json(sock, 2)
@@ -135,7 +137,11 @@ def test_drop_connection_closes_without_a_reply() -> None:
 @pytest.mark.parametrize(
     ("garbage", "code"),
     [
-        pytest.param(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 60, "unknown_dialect", id="tls-hello"),
+        pytest.param(
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 60,
+            "unknown_dialect",
+            id="tls-hello",
+        ),
         pytest.param(b"12" + b"\x00" * 62 + b"payload", "unknown_dialect", id="binary-header"),
         pytest.param(b"-12".ljust(64), "bad_header", id="negative-length"),
         pytest.param(b"twelve".ljust(64), "bad_header", id="word-length"),
@@ -248,7 +254,10 @@ def test_a_client_that_never_reads_does_not_hurt_others() -> None:
     with running_server(ProbeService()) as server:
         hog = server.connect()
         hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        big = b"".join(json.dumps({"op": "echo", "value": "x" * 1000, "id": i}).encode() + b"\n" for i in range(3000))
+        big = b"".join(
+            json.dumps({"op": "echo", "value": "x" * 1000, "id": i}).encode() + b"\n"
+            for i in range(3000)
+        )
         hog.settimeout(0.5)
         try:
             hog.sendall(big)  # the server stops reading once its replies back up

@@ -145,7 +145,7 @@ def test_line_too_long_is_fatal() -> None:
 JSON_CASES: list[dict[str, Any]] = [
     {"op": "convert", "text": "hello", "id": 1},
     {"client_name": "Amirreza Yarahmadi Client", "client_number": 25},
-    {"op": "x", "text": "braces } { and \" quotes \n newline", "id": "a"},
+    {"op": "x", "text": 'braces } { and " quotes \n newline', "id": "a"},
     {"nested": {"a": [1, 2, {"b": None}]}, "unicode": "ß→SS"},
 ]
 
@@ -178,7 +178,7 @@ def test_json_brace_inside_string_waits_for_more() -> None:
     ("line", "code"),
     [
         pytest.param(b"{not json}\n", "bad_json", id="invalid"),
-        pytest.param(b"{\"a\": \xff}\n", "bad_encoding", id="bad-utf8"),
+        pytest.param(b'{"a": \xff}\n', "bad_encoding", id="bad-utf8"),
         pytest.param(b"[1, 2]\n", "bad_json", id="array"),
         pytest.param(b"{" * 5000 + b"\n", "bad_json", id="deep"),
     ],
@@ -233,7 +233,10 @@ def test_detect_dialect(prefix: bytes, dialect: Dialect | None) -> None:
 
 @pytest.mark.parametrize(
     "prefix",
-    [pytest.param(b"\x00\x01\x02\xff", id="binary"), pytest.param(b"\x16\x03\x01" + b"\x00" * 61, id="tls")],
+    [
+        pytest.param(b"\x00\x01\x02\xff", id="binary"),
+        pytest.param(b"\x16\x03\x01" + b"\x00" * 61, id="tls"),
+    ],
 )
 def test_detect_rejects_garbage(prefix: bytes) -> None:
     with pytest.raises(PeerProtocolError) as info:
@@ -261,19 +264,34 @@ def test_lab_any_split_yields_the_same_frames(frames: list[bytes], cuts: list[in
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
     max_leaves=10,
 )
 
 
-@given(st.lists(st.dictionaries(st.text(max_size=8), json_values, max_size=4), max_size=6), cut_lists)
-def test_json_any_split_yields_the_same_messages(messages: list[dict[str, Any]], cuts: list[int]) -> None:
+@given(
+    st.lists(st.dictionaries(st.text(max_size=8), json_values, max_size=4), max_size=6), cut_lists
+)
+def test_json_any_split_yields_the_same_messages(
+    messages: list[dict[str, Any]], cuts: list[int]
+) -> None:
     data = b"".join(encode_json(m) for m in messages)
     cuts = [c % (len(data) + 1) for c in cuts]
     assert feed_in_chunks(JsonDecoder(), data, cuts) == messages
 
 
-@given(st.lists(st.text(alphabet=st.characters(blacklist_characters="\n\r", blacklist_categories=("Cs",)), max_size=40), max_size=8), cut_lists)
+@given(
+    st.lists(
+        st.text(
+            alphabet=st.characters(blacklist_characters="\n\r", blacklist_categories=("Cs",)),
+            max_size=40,
+        ),
+        max_size=8,
+    ),
+    cut_lists,
+)
 def test_line_any_split_yields_the_same_lines(lines: list[str], cuts: list[int]) -> None:
     data = b"".join(line.encode() + b"\n" for line in lines)
     cuts = [c % (len(data) + 1) for c in cuts]

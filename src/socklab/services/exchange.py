@@ -13,10 +13,11 @@ import random
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from socklab.errors import InvalidRequest, OutOfRange, UnknownOperation
+from socklab.errors import InvalidRequest, OutOfRange, RequestRejected, UnknownOperation
 from socklab.services.base import ConnectionInfo, JsonReply, Service, Session
 
 log = logging.getLogger(__name__)
+HANDLE_CLIENT = {"function": "handle_client"}
 
 MIN_NUMBER = 1
 MAX_NUMBER = 100
@@ -111,33 +112,22 @@ class ExchangeService(Service):
         Raises ``InvalidRequest`` for a bad name or number, ``OutOfRange`` for a number
         outside 1..100 (and, under ``terminate``, asks the server to stop first).
         """
-        log.debug("Message received from client", extra={"function": "handle_client"})
-        try:
-            client_name = validate_name(name)
-            client_number = validate_number(number)
-        except InvalidRequest as exc:
-            log.warning(
-                "Invalid message from %s: %s",
-                conn.peer,
-                exc.message,
-                extra={"function": "handle_client"},
-            )
-            raise
+        log.debug("Message received from client", extra=HANDLE_CLIENT)
+        client_name = validate_name(name)
+        client_number = validate_number(number)
         if not MIN_NUMBER <= client_number <= MAX_NUMBER:
             shown = str(client_number) if abs(client_number) < 10**30 else "(a huge number)"
             if self.on_out_of_range == "terminate":
                 log.warning(
                     "Client int out of range: %s. Terminating the server.",
                     shown,
-                    extra={"function": "handle_client"},
+                    extra=HANDLE_CLIENT,
                 )
                 conn.request_stop()
                 raise OutOfRange(
                     f"{shown} is not in {MIN_NUMBER}..{MAX_NUMBER}; the server terminates"
                 )
-            log.warning(
-                "Client int out of range: %s. Rejected.", shown, extra={"function": "handle_client"}
-            )
+            log.warning("Client int out of range: %s. Rejected.", shown, extra=HANDLE_CLIENT)
             raise OutOfRange(f"{shown} is not in {MIN_NUMBER}..{MAX_NUMBER}")
         result = Exchanged(
             client_name=client_name,
@@ -149,39 +139,40 @@ class ExchangeService(Service):
             "Client Name: %s | Server Name: %s",
             result.client_name,
             result.server_name,
-            extra={"function": "handle_client"},
+            extra=HANDLE_CLIENT,
         )
         log.info(
             "Client Number: %d | Server Number: %d | Sum: %d",
             result.client_number,
             result.server_number,
             result.total,
-            extra={"function": "handle_client"},
+            extra=HANDLE_CLIENT,
         )
-        log.debug("Sending client response", extra={"function": "handle_client"})
+        log.debug("Sending client response", extra=HANDLE_CLIENT)
         return result
 
 
 class ExchangeSession(Session):
+    """Every refusal is logged once, as a WARNING, here."""
+
     def __init__(self, service: ExchangeService, conn: ConnectionInfo) -> None:
         self.service = service
         self.conn = conn
 
     def handle_json(self, request: dict[str, Any]) -> JsonReply:
-        op = request.get("op", "exchange")
-        if op != "exchange":
-            raise UnknownOperation(
-                f"unknown op {str(op)[:30]!r}; the exchange service knows 'exchange'"
-            )
-        if "client_name" not in request or "client_number" not in request:
-            log.warning(
-                "Invalid message from %s: missing field",
-                self.conn.peer,
-                extra={"function": "handle_client"},
-            )
-            raise InvalidRequest("the request needs client_name and client_number")
-        result = self.service.exchange(self.conn, request["client_name"], request["client_number"])
-        return result.as_json()
+        try:
+            op = request.get("op", "exchange")
+            if op != "exchange":
+                raise UnknownOperation(
+                    f"unknown op {str(op)[:30]!r}; the exchange service knows 'exchange'"
+                )
+            if "client_name" not in request or "client_number" not in request:
+                raise InvalidRequest("the request needs client_name and client_number")
+            name, number = request["client_name"], request["client_number"]
+            return self.service.exchange(self.conn, name, number).as_json()
+        except (InvalidRequest, UnknownOperation) as exc:
+            self._warn(exc)
+            raise
 
     def handle_line(self, line: str) -> str:
         text = line.strip()
@@ -190,12 +181,10 @@ class ExchangeSession(Session):
         name, _, number_text = text.rpartition(" ")
         try:
             number = parse_number_text(number_text)
+            return self.service.exchange(self.conn, name, number).as_text()
         except InvalidRequest as exc:
-            log.warning(
-                "Invalid message from %s: %s",
-                self.conn.peer,
-                exc.message,
-                extra={"function": "handle_client"},
-            )
+            self._warn(exc)
             raise InvalidRequest(f"{exc.message}; {LINE_HELP}") from None
-        return self.service.exchange(self.conn, name, number).as_text()
+
+    def _warn(self, exc: RequestRejected) -> None:
+        log.warning("Invalid message from %s: %s", self.conn.peer, exc.message, extra=HANDLE_CLIENT)
