@@ -6,7 +6,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import kill_leftovers  # noqa: E402
+from helpers import kill_leftovers
 
 
 @pytest.fixture(autouse=True)
