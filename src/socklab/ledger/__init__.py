@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from collections.abc import Callable
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from socklab.ledger.base import (
     Account,
@@ -97,7 +97,10 @@ def split_ledger_url(
         except ValueError:
             raise ValueError(f"bad value for ledger URL option {name!r}: {text!r}") from None
     merged = dataclasses.replace(settings or LedgerSettings(), **changes)  # type: ignore[arg-type]
-    stripped = urlunsplit(parts._replace(query=urlencode(rest)))
+    # Rebuilt by hand: urlunsplit would drop the empty host of sqlite:////abs.db.
+    stripped = url.partition("?")[0].partition("#")[0]
+    if rest:
+        stripped += "?" + urlencode(rest)
     return scheme, stripped, merged
 
 

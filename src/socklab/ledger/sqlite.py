@@ -1,10 +1,67 @@
-"""The embedded SQLite ledger (being written; the interface in ``base`` is final)."""
+"""The embedded SQLite ledger: durable (WAL, synchronous=FULL), exactly-once, group commit.
+
+How this works:
+
+- One writer thread owns the write connection and takes jobs (functions of the
+  connection) from a queue. It drains every pending job into one transaction (with
+  ``group_commit=False``, one job per transaction), runs each job in its own SAVEPOINT
+  (a job that fails unexpectedly is rolled back alone), adds the batch's request counts
+  to the stats row, commits once, and only then resolves the jobs' futures on their
+  event loop (``call_soon_threadsafe``): nobody hears "done" before the fsync.
+- A money job looks its key up first: a hit is answered from the stored outcome (or is
+  ``KeyReused``); a miss is decided and its outcome stored in the same transaction as the
+  balance change (``sqlite_store.post``). The single writer serialises concurrent
+  requests with the same key, also across processes (BEGIN IMMEDIATE).
+- Business rejections are stored rows, returned by the job rather than raised, so their
+  savepoint is released and they commit with the batch; ``_write`` raises them.
+- Reads use a second connection in a one-thread executor (WAL readers do not wait for
+  the writer). An in-memory database has a single connection, so there reads are jobs.
+- PIN hashing (slow on purpose) runs in the default executor, never in the writer.
+"""
 
 from __future__ import annotations
 
-from socklab.ledger.base import Ledger, LedgerSettings
+import asyncio
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
-MEMORY = ":memory:"
+from socklab.errors import InvalidAmount, RequestRejected, StorageError
+from socklab.ledger import pins
+from socklab.ledger import sqlite_store as store
+from socklab.ledger.base import (
+    DEMO_BALANCE_CENTS,
+    DEMO_NAMES,
+    DEMO_PIN,
+    Account,
+    AccountId,
+    KeyedRequest,
+    LedgerSettings,
+    Posting,
+    Receipt,
+    Stats,
+    VerifyReport,
+    fits_int64,
+    unknown_account,
+    validate_key,
+    validate_name,
+)
+
+__all__ = ["SqliteLedger", "open_sqlite_ledger", "sqlite_path_from_url"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MEMORY = store.MEMORY
+MAX_BATCH = 1024
+"""Postings per transaction at most: bounds the latency a batch adds."""
 
 
 def sqlite_path_from_url(url: str) -> str:
@@ -21,5 +78,319 @@ def sqlite_path_from_url(url: str) -> str:
     return rest[1:]
 
 
-async def open_sqlite_ledger(path: str, settings: LedgerSettings) -> Ledger:
-    raise NotImplementedError("the SQLite ledger lands in the next commit")
+@dataclass(slots=True)
+class _Job:
+    run: Callable[[sqlite3.Connection], object]
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+
+
+_STOP = object()
+
+
+class SqliteLedger:
+    """The SQLite ``Ledger``. Build it with ``open_sqlite_ledger``."""
+
+    def __init__(self, path: str, settings: LedgerSettings, conn: sqlite3.Connection) -> None:
+        self._path = path
+        self._settings = settings
+        self._write_conn = conn
+        self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
+        self._closed = False
+        # Request counts of the batch being written; only the writer thread touches them.
+        self._successful = 0
+        self._failed = 0
+        self._read_conn: sqlite3.Connection | None = None
+        self._reader: ThreadPoolExecutor | None = None
+        if path != MEMORY:
+            self._reader = ThreadPoolExecutor(1, thread_name_prefix="socklab-ledger-read")
+        self._writer = threading.Thread(
+            target=self._run_writer, name="socklab-ledger-write", daemon=True
+        )
+        self._writer.start()
+
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else ""
+        return f"<SqliteLedger {self._path!r} group_commit={self._settings.group_commit}{state}>"
+
+    # --- the writer ---------------------------------------------------------------
+
+    async def _write(self, job: Callable[[sqlite3.Connection], T | RequestRejected]) -> T:
+        """Run ``job`` in the writer's next transaction and wait for the commit.
+
+        Raises a rejection the job returns, ``StorageError`` if the write failed.
+        """
+        if self._closed:
+            raise StorageError("the ledger is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.put(_Job(job, future, loop))
+        result: T | RequestRejected = await future
+        if isinstance(result, RequestRejected):
+            raise result
+        return result
+
+    def _run_writer(self) -> None:
+        is_stopping = False
+        while not is_stopping:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            batch = [cast(_Job, first)]
+            while self._settings.group_commit and len(batch) < MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    is_stopping = True
+                    break
+                batch.append(cast(_Job, item))
+            self._run_batch(batch)
+        self._write_conn.close()
+
+    def _run_batch(self, batch: list[_Job]) -> None:
+        conn = self._write_conn
+        results: list[object] = []
+        self._successful = self._failed = 0
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in batch:
+                counts = (self._successful, self._failed)
+                conn.execute("SAVEPOINT job")
+                try:
+                    result = job.run(conn)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    self._successful, self._failed = counts
+                    log.exception("ledger job failed; rolled back alone")
+                    result = _storage_error(exc)
+                else:
+                    conn.execute("RELEASE job")
+                results.append(result)
+            if self._successful or self._failed:
+                store.add_stats(conn, self._successful, self._failed)
+            conn.execute("COMMIT")
+        except Exception as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            log.error("ledger commit failed: %s", exc)
+            results = [_storage_error(exc)] * len(batch)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], object]]] = {}
+        for job, result in zip(batch, results, strict=True):
+            by_loop.setdefault(job.loop, []).append((job.future, result))
+        for loop, outcomes in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                loop.call_soon_threadsafe(_resolve, outcomes)
+
+    def _count(self, result: object, is_new: bool) -> None:
+        if is_new:
+            if isinstance(result, RequestRejected):
+                self._failed += 1
+            else:
+                self._successful += 1
+
+    # --- the reader ---------------------------------------------------------------
+
+    async def _read(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        if self._reader is None:  # in memory: one connection, the writer's
+            return await self._write(job)
+        if self._closed:
+            raise StorageError("the ledger is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._reader, self._run_read, job)
+
+    def _run_read(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            if self._read_conn is None:
+                self._read_conn = store.connect(self._path)
+                self._read_conn.execute("PRAGMA query_only = ON")
+            return job(self._read_conn)
+        except sqlite3.Error as exc:
+            raise StorageError(f"ledger read failed: {exc}") from exc
+
+    # --- accounts and PINs --------------------------------------------------------
+
+    async def open_account(self, name: str, pin: str, deposit_cents: int = 0) -> Account:
+        name = validate_name(name)
+        pins.check_pin_format(pin)
+        maximum = self._settings.max_amount_cents
+        if type(deposit_cents) is not int or not 0 <= deposit_cents <= maximum:
+            raise InvalidAmount(f"an opening deposit must be 0 to {maximum} cents")
+        pin_hash = await asyncio.to_thread(pins.hash_pin, pin)
+        return await self._write(
+            lambda conn: store.create_account(
+                conn, None, name, pin_hash, deposit_cents, time.time()
+            )
+        )
+
+    async def ensure_demo_accounts(self) -> bool:
+        if await self._read(store.has_customers):
+            return False
+        hashes = await asyncio.gather(
+            *(asyncio.to_thread(pins.hash_pin, DEMO_PIN) for _ in DEMO_NAMES)
+        )
+
+        def create(conn: sqlite3.Connection) -> bool:
+            if store.has_customers(conn):
+                return False
+            now = time.time()
+            for number, (name, pin_hash) in enumerate(zip(DEMO_NAMES, hashes, strict=True), 1):
+                store.create_account(conn, number, name, pin_hash, DEMO_BALANCE_CENTS, now)
+            return True
+
+        is_created = await self._write(create)
+        if is_created:
+            log.info("created the demo accounts 1 to %d", len(DEMO_NAMES))
+        return is_created
+
+    async def authenticate(self, account: AccountId, pin: str) -> Account:
+        pin_hash, locked_until = None, 0.0
+        if fits_int64(account):
+            state = await self._read(lambda conn: store.login_state(conn, account))
+            if state is not None:
+                pin_hash, locked_until = state
+        if pin_hash is None:
+            await asyncio.to_thread(pins.verify_pin, pin, None)  # as slow as a real check
+            raise store.wrong_pin()
+        now = time.time()
+        if locked_until > now:  # refused before hashing: a locked account costs no CPU
+            raise store.locked_error(locked_until, now)
+        is_match = await asyncio.to_thread(pins.verify_pin, pin, pin_hash)
+        settings = self._settings
+        return await self._write(
+            lambda conn: store.settle_login(
+                conn,
+                account,
+                pin_hash,
+                is_match,
+                max_failed_logins=settings.max_failed_logins,
+                lockout_s=settings.lockout_s,
+                now=time.time(),
+            )
+        )
+
+    async def change_pin(self, account: AccountId, old_pin: str, new_pin: str) -> None:
+        pins.check_pin_format(new_pin)
+        await self.authenticate(account, old_pin)
+        new_hash = await asyncio.to_thread(pins.hash_pin, new_pin)
+        await self._write(lambda conn: store.set_pin_hash(conn, account, new_hash))
+
+    # --- reads --------------------------------------------------------------------
+
+    async def get_account(self, account: AccountId) -> Account:
+        found = None
+        if fits_int64(account):
+            found = await self._read(lambda conn: store.get_account(conn, account))
+        if found is None:
+            raise unknown_account(account)
+        return found
+
+    async def accounts(self) -> list[Account]:
+        return await self._read(store.list_accounts)
+
+    async def statement(self, account: AccountId, limit: int = 10) -> list[Posting]:
+        limit = max(0, min(limit, store.MAX_STATEMENT))
+        postings = None
+        if fits_int64(account):
+            postings = await self._read(lambda conn: store.statement(conn, account, limit))
+        if postings is None:
+            raise unknown_account(account)
+        return postings
+
+    async def stats(self) -> Stats:
+        return await self._read(store.read_stats)
+
+    async def verify(self) -> VerifyReport:
+        return await self._read(store.verify)
+
+    # --- money --------------------------------------------------------------------
+
+    async def deposit(self, account: AccountId, amount_cents: int, *, key: str) -> Receipt:
+        return await self._post(KeyedRequest("deposit", account, None, amount_cents, key))
+
+    async def withdraw(self, account: AccountId, amount_cents: int, *, key: str) -> Receipt:
+        return await self._post(KeyedRequest("withdraw", account, None, amount_cents, key))
+
+    async def transfer(
+        self, src: AccountId, dst: AccountId, amount_cents: int, *, key: str
+    ) -> Receipt:
+        return await self._post(KeyedRequest("transfer", src, dst, amount_cents, key))
+
+    async def _post(self, req: KeyedRequest) -> Receipt:
+        validate_key(req.key)
+        max_amount_cents = self._settings.max_amount_cents
+
+        def job(conn: sqlite3.Connection) -> Receipt | RequestRejected:
+            result, is_new = store.post(conn, req, max_amount_cents, time.time())
+            self._count(result, is_new)
+            return result
+
+        return await self._write(job)
+
+    async def record_failure(self) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            self._failed += 1
+
+        await self._write(job)
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)  # behind every job already queued: they all finish
+        await asyncio.to_thread(self._writer.join)
+        if self._reader is not None:
+            await asyncio.get_running_loop().run_in_executor(self._reader, self._close_reader)
+            self._reader.shutdown(wait=False)
+        log.debug("ledger %s closed", self._path)
+
+    def _close_reader(self) -> None:
+        if self._read_conn is not None:
+            self._read_conn.close()
+            self._read_conn = None
+
+
+def _resolve(outcomes: list[tuple[asyncio.Future[Any], object]]) -> None:
+    for future, result in outcomes:
+        if future.done():  # the caller was cancelled; the work is done (and keyed) anyway
+            continue
+        if isinstance(result, Exception) and not isinstance(result, RequestRejected):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+
+def _storage_error(exc: Exception) -> Exception:
+    if isinstance(exc, sqlite3.Error):
+        error = StorageError(f"ledger write failed: {exc}")
+        error.__cause__ = exc
+        return error
+    return exc
+
+
+async def open_sqlite_ledger(path: str, settings: LedgerSettings | None = None) -> SqliteLedger:
+    """Open the SQLite ledger at ``path`` (``:memory:`` for a throwaway one), creating
+    and migrating the database if needed.
+
+    Raises ``StorageError`` if the database cannot be opened or migrated.
+    """
+
+    def open_and_migrate() -> sqlite3.Connection:
+        conn = store.connect(path)
+        try:
+            store.migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    try:
+        conn = await asyncio.to_thread(open_and_migrate)
+    except (sqlite3.Error, OSError) as exc:
+        raise StorageError(f"cannot open the ledger at {path!r}: {exc}") from exc
+    settings = settings or LedgerSettings()
+    log.debug("ledger %s open (group_commit=%s)", path, settings.group_commit)
+    return SqliteLedger(path, settings, conn)
