@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ import click
 from socklab.cli.common import EXIT_USAGE, Failed, logging_options
 from socklab.logs import fn
 from socklab.server.runtime import Limits, Listener, run, serve_until
+from socklab.server.workers import Supervisor, reserve_port
 from socklab.services import DEFAULT_PORTS, SERVICE_NAMES
 from socklab.services.base import Service
 
@@ -26,9 +28,10 @@ class ServeSettings:
 
     services: tuple[str, ...]
     host: str
-    port: int | None
+    ports: dict[str, int]
     limits: Limits
     options: dict[str, Any]
+    reuse_port: bool = False
 
 
 def build_service(name: str, options: dict[str, Any]) -> Service:
@@ -55,8 +58,9 @@ def _listeners(settings: ServeSettings) -> list[Listener]:
         Listener(
             build_service(name, settings.options),
             settings.host,
-            settings.port if settings.port is not None else DEFAULT_PORTS[name],
+            settings.ports[name],
             settings.limits,
+            reuse_port=settings.reuse_port,
         )
         for name in settings.services
     ]
@@ -149,6 +153,13 @@ async def serve_forever(settings: ServeSettings) -> None:
     show_default=True,
     help="Seconds in-flight requests get to finish at shutdown.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    help="Worker processes sharing each port (SO_REUSEPORT), under a supervisor.",
+)
 @logging_options
 def serve(
     services: tuple[str, ...],
@@ -159,6 +170,7 @@ def serve(
     partial_timeout: float,
     max_connections: int,
     shutdown_grace: float,
+    workers: int,
     **options: Any,
 ) -> int:
     """Serve SERVICES (default: all four) until SIGINT or SIGTERM.
@@ -175,7 +187,7 @@ def serve(
     settings = ServeSettings(
         services=chosen,
         host=host,
-        port=port,
+        ports={name: DEFAULT_PORTS[name] if port is None else port for name in chosen},
         limits=Limits(
             max_message_bytes=max_message_bytes,
             idle_timeout_s=idle_timeout,
@@ -186,7 +198,44 @@ def serve(
         options=options,
     )
     try:
+        if workers > 1:
+            return serve_with_workers(settings, workers)
         run(lambda: serve_forever(settings))
     except OSError as exc:
         raise Failed(f"cannot listen on {host}: {exc.strerror or exc}") from None
     return 0
+
+
+def serve_with_workers(settings: ServeSettings, workers: int) -> int:
+    """Fork ``workers`` processes that share each port, and supervise them."""
+    refusal = workers_refusal(settings)
+    if refusal:
+        raise Failed(refusal, EXIT_USAGE)
+    reserved = [reserve_port(settings.host, settings.ports[name]) for name in settings.services]
+    try:
+        ports = {
+            name: sock.getsockname()[1]
+            for name, sock in zip(settings.services, reserved, strict=True)
+        }
+        shared = dataclasses.replace(settings, ports=ports, reuse_port=True)
+        supervisor = Supervisor(
+            workers,
+            lambda: run(lambda: serve_forever(shared)),
+            grace_s=settings.limits.shutdown_grace_s,
+        )
+        return supervisor.run()
+    finally:
+        for sock in reserved:
+            sock.close()
+
+
+def workers_refusal(settings: ServeSettings) -> str | None:
+    """Why these settings cannot run in several processes, or ``None``."""
+    if "bank" in settings.services and str(settings.options.get("db", "sqlite")).startswith(
+        "sqlite"
+    ):
+        return (
+            "the bank on SQLite runs in one process (its group-commit writer owns the file); "
+            "use --workers 1, or --db postgresql://... for several workers"
+        )
+    return None

@@ -483,6 +483,7 @@ async def serve_until(listeners: list[Listener], stop: asyncio.Event) -> None:
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         for waiter in waiters:
             waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
     finally:
         await asyncio.gather(*(listener.stop() for listener in started))
 
