@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -73,10 +74,8 @@ def test_terminating_exchange_ends_all_workers_with_status_0() -> None:
     # Each worker terminates on its own out-of-range number; connections are spread by the kernel.
     deadline = time.monotonic() + 20
     while server.proc.poll() is None and time.monotonic() < deadline:
-        try:
+        with contextlib.suppress(OSError, ValueError):
             exchange(server.port, 0)
-        except (OSError, ValueError):
-            pass
         time.sleep(0.05)
     assert server.wait(20) == 0
     assert server.text().count("Terminating the server.") >= 2
