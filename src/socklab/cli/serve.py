@@ -11,8 +11,12 @@ from typing import Any
 
 import click
 
+from socklab.cli.bank import AMOUNT, db_option, resolve_db_url
 from socklab.cli.common import EXIT_USAGE, Failed, logging_options
+from socklab.errors import StorageError
+from socklab.ledger import LedgerSettings
 from socklab.logs import fn
+from socklab.money import format_cents
 from socklab.server.runtime import Limits, Listener, run, serve_until
 from socklab.server.workers import Supervisor, reserve_port
 from socklab.services import DEFAULT_PORTS, SERVICE_NAMES
@@ -50,6 +54,25 @@ def build_service(name: str, options: dict[str, Any]) -> Service:
         from socklab.services.numbers import NumbersService
 
         return NumbersService(max_digits=options["max_digits"])
+    if name == "bank":
+        from socklab.services.bank import BankService
+
+        try:
+            ledger_settings = LedgerSettings(
+                max_amount_cents=options["max_amount"],
+                max_failed_logins=options["max_failed_logins"],
+                lockout_s=options["lockout"],
+                group_commit=not options["no_group_commit"],
+            )
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+        return BankService(
+            resolve_db_url(options["db"]),
+            settings=ledger_settings,
+            fail_rate=options["fail_rate"],
+            fail_mode=options["fail_mode"],
+            rng=options["fail_seed"],
+        )
     raise click.BadParameter(f"unknown service {name!r}")
 
 
@@ -118,6 +141,49 @@ async def serve_forever(settings: ServeSettings) -> None:
     show_default=True,
     help="numbers: the largest number of digits checked.",
 )
+@db_option
+@click.option(
+    "--fail-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="bank: share of money requests that fail on purpose (the seed's random failures).",
+)
+@click.option(
+    "--fail-mode",
+    type=click.Choice(["reject", "lose-reply"]),
+    default="reject",
+    show_default=True,
+    help="bank: reject (nothing applied, client told) or lose-reply (applied, then the "
+    "connection drops before the reply).",
+)
+@click.option("--fail-seed", type=int, help="bank: seed of the injected failures.")
+@click.option(
+    "--max-amount",
+    type=AMOUNT,
+    default=format_cents(LedgerSettings().max_amount_cents),
+    show_default=True,
+    help="bank: the largest amount of one deposit, withdrawal or transfer.",
+)
+@click.option(
+    "--max-failed-logins",
+    type=click.IntRange(1),
+    default=LedgerSettings().max_failed_logins,
+    show_default=True,
+    help="bank: wrong PINs in a row that lock an account.",
+)
+@click.option(
+    "--lockout",
+    type=click.FloatRange(0),
+    default=LedgerSettings().lockout_s,
+    show_default=True,
+    help="bank: seconds an account stays locked.",
+)
+@click.option(
+    "--no-group-commit",
+    is_flag=True,
+    help="bank: one database transaction per posting (for benchmarks; slower).",
+)
 @click.option(
     "--max-message-bytes",
     type=click.IntRange(64),
@@ -184,6 +250,8 @@ def serve(
     chosen = tuple(dict.fromkeys(services)) or SERVICE_NAMES
     if port is not None and len(chosen) != 1:
         raise Failed("--port needs exactly one service; each service has its own port", EXIT_USAGE)
+    if "bank" in chosen:
+        options["db"] = resolve_db_url(options["db"])
     settings = ServeSettings(
         services=chosen,
         host=host,
@@ -203,6 +271,8 @@ def serve(
         run(lambda: serve_forever(settings))
     except OSError as exc:
         raise Failed(f"cannot listen on {host}: {exc.strerror or exc}") from None
+    except (ValueError, StorageError) as exc:
+        raise Failed(f"cannot open the ledger: {exc}") from None
     return 0
 
 

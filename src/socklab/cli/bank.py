@@ -1,0 +1,308 @@
+"""``socklab bank``: administer the ledger directly (no server needed).
+
+``--db URL`` (or ``SOCKLAB_DB``) names the ledger; the default, shared with ``socklab
+serve``, is a SQLite file in the user's data directory. Tables are drawn with rich on a
+terminal and as plain aligned text (or CSV) in a pipe.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import click
+
+from socklab.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Failed, logging_options
+from socklab.errors import RequestRejected, StorageError
+from socklab.ledger import Ledger, open_ledger
+from socklab.ledger.base import DEMO_BALANCE_CENTS, DEMO_NAMES, DEMO_PIN
+from socklab.money import format_cents, parse_amount
+from socklab.server.runtime import run
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+DB_ENV = "SOCKLAB_DB"
+
+
+# -- the ledger URL, shared with `socklab serve` -------------------------------------------
+
+
+def default_db_path() -> Path:
+    """``$XDG_DATA_HOME/socklab/bank.db``, else ``~/.local/share/socklab/bank.db``."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "socklab" / "bank.db"
+
+
+def resolve_db_url(db_url: str | None) -> str:
+    """``db_url``, or the default SQLite file's URL (creating its directory)."""
+    if db_url:
+        return db_url
+    path = default_db_path().absolute()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise Failed(f"cannot create {path.parent}: {exc.strerror or exc}") from None
+    return f"sqlite:///{path}"
+
+
+def db_option(func: F) -> F:
+    """``--db URL`` (env ``SOCKLAB_DB``) as ``db``; ``None`` when not given (see
+    ``resolve_db_url``)."""
+    return click.option(
+        "--db",
+        envvar=DB_ENV,
+        metavar="URL",
+        help="The ledger: sqlite:///path.db or postgresql://user@host/db "
+        f"[default: {default_db_path()}; env {DB_ENV}]",
+    )(func)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password, fit to print."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def with_ledger(url: str, work: Callable[[Ledger], Awaitable[T]]) -> T:
+    """Open the ledger at ``url``, run ``work`` on it, close it; failures become ``Failed``."""
+
+    async def main() -> T:
+        ledger = await open_ledger(url)
+        try:
+            return await work(ledger)
+        finally:
+            await ledger.close()
+
+    try:
+        result: T = run(main)
+    except ValueError as exc:
+        raise Failed(str(exc), EXIT_USAGE) from None
+    except StorageError as exc:
+        raise Failed(str(exc)) from None
+    except RequestRejected as exc:
+        raise Failed(f"{exc.message} ({exc.code})") from None
+    return result
+
+
+class AmountType(click.ParamType):
+    """An amount like ``12.50``, converted to cents."""
+
+    name = "amount"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_amount(str(value))
+        except RequestRejected as exc:
+            self.fail(exc.message, param, ctx)
+
+
+AMOUNT = AmountType()
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+def is_terminal() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def print_table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], *, right: Sequence[int] = ()
+) -> None:
+    """A rich table on a terminal, aligned plain text otherwise."""
+    if is_terminal():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table()
+        for n, header in enumerate(headers):
+            table.add_column(header, justify="right" if n in right else "left")
+        for row in rows:
+            table.add_row(*row)
+        Console().print(table)
+        return
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if n in right else c.ljust(w)
+            for n, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    click.echo(line(headers))
+    for row in rows:
+        click.echo(line(row))
+
+
+def iso_time(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- the commands -----------------------------------------------------------------------------
+
+
+@click.group()
+@db_option
+@logging_options
+@click.pass_context
+def bank(ctx: click.Context, db: str | None) -> None:
+    """Administer the bank's ledger: accounts, statements, statistics, verification."""
+    ctx.obj = db
+
+
+def _url(ctx: click.Context) -> str:
+    """The ledger URL given to the group (resolved only now: ``--help`` creates nothing)."""
+    return resolve_db_url(ctx.obj if isinstance(ctx.obj, str) else None)
+
+
+@bank.command()
+@click.option("--demo", is_flag=True, help="Also create the seed's accounts 1, 2, 3.")
+@click.pass_context
+def init(ctx: click.Context, demo: bool) -> int:
+    """Create the ledger (or bring its schema up to date)."""
+    url = _url(ctx)
+
+    async def work(ledger: Ledger) -> tuple[bool, int]:
+        created = await ledger.ensure_demo_accounts() if demo else False
+        return created, len(await ledger.accounts())
+
+    created, count = with_ledger(url, work)
+    click.echo(f"Ledger ready at {redact_url(url)} ({count} accounts).")
+    if created:
+        click.echo(
+            f"Created the demo accounts 1 to {len(DEMO_NAMES)} "
+            f"(PIN {DEMO_PIN}, balance {format_cents(DEMO_BALANCE_CENTS)} each)."
+        )
+    elif demo:
+        click.echo("The ledger already has accounts: no demo accounts added.")
+    return EXIT_OK
+
+
+@bank.command("open")
+@click.option("--name", required=True, help="The holder's name.")
+@click.option("--pin", help="4 to 12 digits (asked, hidden, if not given).")
+@click.option("--deposit", "deposit", default="0", show_default=True, help="Opening deposit.")
+@click.pass_context
+def open_account(ctx: click.Context, name: str, pin: str | None, deposit: str) -> int:
+    """Open an account."""
+    try:
+        cents = parse_amount(deposit)
+    except RequestRejected as exc:
+        raise Failed(f"--deposit: {exc.message}", EXIT_USAGE) from None
+    if pin is None:
+        pin = click.prompt("PIN", hide_input=True, confirmation_prompt=True, err=True)
+    assert pin is not None
+    url = _url(ctx)
+    account = with_ledger(url, lambda ledger: ledger.open_account(name, pin, cents))
+    click.echo(
+        f"Opened account {account.id} for {account.name}, "
+        f"balance {format_cents(account.balance_cents)}."
+    )
+    return EXIT_OK
+
+
+@bank.command()
+@click.pass_context
+def accounts(ctx: click.Context) -> int:
+    """List the accounts and their balances."""
+    found = with_ledger(_url(ctx), lambda ledger: ledger.accounts())
+    rows = [(str(a.id), a.name, format_cents(a.balance_cents)) for a in found]
+    print_table(("account", "name", "balance"), rows, right=(0, 2))
+    total = sum(a.balance_cents for a in found)
+    click.echo(f"{len(found)} accounts, {format_cents(total)} in all.")
+    return EXIT_OK
+
+
+@bank.command()
+@click.argument("account", type=click.IntRange(1))
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout (for spreadsheets).")
+@click.pass_context
+def statement(ctx: click.Context, account: int, limit: int, as_csv: bool) -> int:
+    """The newest postings of ACCOUNT, newest first."""
+
+    async def work(ledger: Ledger) -> tuple[Any, Any]:
+        return await ledger.get_account(account), await ledger.statement(account, limit)
+
+    holder, postings = with_ledger(_url(ctx), work)
+    headers = ("posting", "time", "op", "amount", "balance_after", "counterparty", "key")
+    rows = [
+        (
+            str(p.posting_id),
+            iso_time(p.created_at),
+            p.op,
+            format_cents(p.amount_cents),
+            format_cents(p.balance_after_cents),
+            "" if p.counterparty is None else str(p.counterparty),
+            p.key or "",
+        )
+        for p in postings
+    ]
+    if as_csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(headers)
+        writer.writerows(rows)
+        return EXIT_OK
+    click.echo(f"Account {holder.id} ({holder.name}), balance {format_cents(holder.balance_cents)}")
+    print_table(headers, rows, right=(0, 3, 4))
+    return EXIT_OK
+
+
+@bank.command()
+@click.pass_context
+def stats(ctx: click.Context) -> int:
+    """The bank's transaction statistics (the seed's, persisted)."""
+    found = with_ledger(_url(ctx), lambda ledger: ledger.stats())
+    click.echo(f"Total transactions: {found.total}")
+    click.echo(f"Successful transactions: {found.successful}")
+    click.echo(f"Failed transactions: {found.failed}")
+    click.echo(f"Success rate: {found.success_rate:.2f}")
+    click.echo(f"Error rate: {found.error_rate:.2f}")
+    return EXIT_OK
+
+
+@bank.command()
+@click.pass_context
+def verify(ctx: click.Context) -> int:
+    """Re-derive every balance from the journal and check the books; 0 only if all holds."""
+    url = _url(ctx)
+    report = with_ledger(url, lambda ledger: ledger.verify())
+    click.echo(f"Checked the ledger at {redact_url(url)}:")
+    click.echo(
+        f"  {report.accounts} customer accounts, {report.postings} postings, "
+        f"{format_cents(report.total_cents)} held by customers"
+    )
+    for check in (
+        "every balance equals the sum of its journal entries",
+        "every posting's entries sum to zero and move the requested amount",
+        "every running balance in the journal is right",
+        "money is conserved: the whole journal and all balances sum to zero",
+        "no customer balance is negative",
+        "the statistics agree with the stored requests",
+    ):
+        click.echo(f"  - {check}")
+    if report.ok:
+        click.echo("OK: the books balance.")
+        return EXIT_OK
+    click.echo(f"FAILED: {len(report.problems)} problem(s):")
+    for problem in report.problems:
+        click.echo(f"  ! {problem}")
+    return EXIT_FAILURE
