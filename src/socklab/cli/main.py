@@ -7,6 +7,9 @@ import sys
 import click
 
 from socklab import __version__
+from socklab.cli.atm import atm
+from socklab.cli.bank import bank
+from socklab.cli.demo import demo
 from socklab.cli.exchange import exchange
 from socklab.cli.serve import serve
 
@@ -23,6 +26,9 @@ def cli() -> None:
 
 cli.add_command(serve)
 cli.add_command(exchange)
+cli.add_command(atm)
+cli.add_command(bank)
+cli.add_command(demo)
 
 
 def main(argv: list[str] | None = None) -> int:
