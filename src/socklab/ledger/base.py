@@ -160,9 +160,14 @@ class Ledger(Protocol):
         ...
 
     async def authenticate(self, account: AccountId, pin: str) -> Account:
-        """Check a PIN. Raises ``AuthFailed`` (also for an unknown account, so that
-        existence is not revealed), ``AccountLocked`` (too many failures; also for the
-        right PIN while locked)."""
+        """Check a PIN. Raises ``AuthFailed`` (also for an unknown account, with the same
+        message, so that existence is not revealed), ``AccountLocked`` (also for the right
+        PIN while locked).
+
+        A wrong PIN raises ``AuthFailed``; the ``max_failed_logins``-th in a row locks the
+        account for ``lockout_s`` (persisted) and resets the count; a success resets it.
+        Concurrent attempts are settled one at a time, so that parallel guessing gets no
+        more tries than serial guessing."""
         ...
 
     async def change_pin(self, account: AccountId, old_pin: str, new_pin: str) -> None:

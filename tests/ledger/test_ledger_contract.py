@@ -1,0 +1,496 @@
+"""The Ledger contract, through the ``harness`` fixture: every backend must pass these."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import pytest
+from ledger_harness import FAST, LedgerHarness
+
+from socklab.errors import (
+    AccountLocked,
+    AuthFailed,
+    InsufficientFunds,
+    InvalidAmount,
+    InvalidRequest,
+    KeyReused,
+    RequestRejected,
+    SameAccount,
+    StorageError,
+    UnknownAccount,
+)
+from socklab.ledger import Account, Ledger, LedgerSettings, Receipt, Stats
+
+DEMO = 10_000_00
+
+
+def balances(h: LedgerHarness, ledger: Ledger) -> dict[int, int]:
+    return {a.id: a.balance_cents for a in h.run(ledger.accounts())}
+
+
+def rejection(h: LedgerHarness, coro: object) -> RequestRejected:
+    with pytest.raises(RequestRejected) as info:
+        h.run(coro)  # type: ignore[arg-type]
+    return info.value
+
+
+# --- accounts -------------------------------------------------------------------------
+
+
+def test_demo_accounts_are_the_seeds_and_created_once(harness: LedgerHarness) -> None:
+    ledger = harness.open(demo=False)
+    assert harness.run(ledger.ensure_demo_accounts()) is True
+    assert harness.run(ledger.ensure_demo_accounts()) is False
+    assert harness.run(ledger.accounts()) == [
+        Account(1, "Dibbyo Roy", DEMO),
+        Account(2, "Abdullah Ashik", DEMO),
+        Account(3, "Abir Hasan", DEMO),
+    ]
+    assert harness.run(ledger.authenticate(2, "1234")) == Account(2, "Abdullah Ashik", DEMO)
+    assert harness.run(ledger.verify()).ok
+
+
+def test_open_account_with_an_opening_deposit(harness: LedgerHarness) -> None:
+    ledger = harness.open()
+    account = harness.run(ledger.open_account("  Ada Lovelace ", "4321", 2500))
+    assert account == Account(4, "Ada Lovelace", 2500)
+    assert harness.run(ledger.open_account("Bob", "43210")) == Account(5, "Bob", 0)
+    assert harness.run(ledger.get_account(4)) == account
+    (opening,) = harness.run(ledger.statement(4))
+    assert (opening.op, opening.amount_cents, opening.balance_after_cents, opening.key) == (
+        "deposit",
+        2500,
+        2500,
+        None,
+    )
+    assert harness.run(ledger.statement(5)) == []
+    # Opening deposits are not requests: they do not count.
+    assert harness.run(ledger.stats()) == Stats(0, 0, 0)
+    report = harness.run(ledger.verify())
+    assert report.ok and report.accounts == 5 and report.total_cents == 3 * DEMO + 2500
+
+
+@pytest.mark.parametrize(
+    ("name", "pin", "deposit", "error"),
+    [
+        ("", "1234", 0, InvalidRequest),
+        ("x" * 65, "1234", 0, InvalidRequest),
+        ("Ada\x00Lovelace", "1234", 0, InvalidRequest),
+        ("Ada", "123", 0, InvalidRequest),
+        ("Ada", "12a4", 0, InvalidRequest),
+        ("Ada", "1234567890123", 0, InvalidRequest),
+        ("Ada", "1234", -1, InvalidAmount),
+        ("Ada", "1234", 1_000_000_01, InvalidAmount),
+    ],
+    ids=["empty-name", "long-name", "control-char", "short-pin", "letter-pin", "long-pin",
+         "negative-deposit", "deposit-over-max"],
+)  # fmt: skip
+def test_open_account_rejects(
+    harness: LedgerHarness, name: str, pin: str, deposit: int, error: type[Exception]
+) -> None:
+    ledger = harness.open()
+    with pytest.raises(error):
+        harness.run(ledger.open_account(name, pin, deposit))
+    assert len(harness.run(ledger.accounts())) == 3
+
+
+def test_unknown_accounts_are_reported(harness: LedgerHarness) -> None:
+    ledger = harness.open()
+    for account in (0, 99, -1, 2**70):
+        with pytest.raises(UnknownAccount):
+            harness.run(ledger.get_account(account))
+        with pytest.raises(UnknownAccount):
+            harness.run(ledger.statement(account))
+
+
+# --- money ----------------------------------------------------------------------------
+
+
+def test_deposit_withdraw_transfer_and_statement(harness: LedgerHarness) -> None:
+    ledger = harness.open()
+    deposit = harness.run(ledger.deposit(1, 1250, key="d"))
+    assert deposit == Receipt("d", "deposit", 1, None, 1250, DEMO + 1250, deposit.posting_id, False)
+    withdraw = harness.run(ledger.withdraw(1, 250, key="w"))
+    assert (withdraw.op, withdraw.balance_cents, withdraw.replayed) == (
+        "withdraw",
+        DEMO + 1000,
+        False,
+    )
+    transfer = harness.run(ledger.transfer(1, 2, 1000, key="t"))
+    assert transfer == Receipt("t", "transfer", 1, 2, 1000, DEMO, transfer.posting_id, False)
+    assert deposit.posting_id < withdraw.posting_id < transfer.posting_id
+    assert balances(harness, ledger) == {1: DEMO, 2: DEMO + 1000, 3: DEMO}
+
+    mine = harness.run(ledger.statement(1))
+    assert [(p.op, p.amount_cents, p.balance_after_cents, p.counterparty, p.key) for p in mine] == [
+        ("transfer", -1000, DEMO, 2, "t"),
+        ("withdraw", -250, DEMO + 1000, None, "w"),
+        ("deposit", 1250, DEMO + 1250, None, "d"),
+        ("deposit", DEMO, DEMO, None, None),
+    ]
+    assert [p.posting_id for p in mine[:3]] == [
+        transfer.posting_id,
+        withdraw.posting_id,
+        deposit.posting_id,
+    ]
+    assert abs(mine[0].created_at - time.time()) < 60
+    (incoming, _) = harness.run(ledger.statement(2))
+    assert (incoming.op, incoming.amount_cents, incoming.counterparty) == ("transfer", 1000, 1)
+    assert len(harness.run(ledger.statement(1, limit=2))) == 2
+    assert harness.run(ledger.statement(1, limit=0)) == []
+    assert harness.run(ledger.stats()) == Stats(3, 3, 0)
+    assert harness.run(ledger.verify()).ok
+
+
+def test_withdrawing_everything_is_allowed_and_one_cent_more_is_not(
+    harness: LedgerHarness,
+) -> None:
+    ledger = harness.open()
+    with pytest.raises(InsufficientFunds):
+        harness.run(ledger.withdraw(1, DEMO + 1, key="a"))
+    assert harness.run(ledger.withdraw(1, DEMO, key="b")).balance_cents == 0
+    with pytest.raises(InsufficientFunds):
+        harness.run(ledger.transfer(1, 2, 1, key="c"))
+    assert balances(harness, ledger) == {1: 0, 2: DEMO, 3: DEMO}
+
+
+@pytest.mark.parametrize(
+    ("op", "args", "error"),
+    [
+        ("deposit", (1, 0), InvalidAmount),
+        ("deposit", (1, -5), InvalidAmount),
+        ("deposit", (1, 1_000_000_01), InvalidAmount),
+        ("deposit", (1, 2**80), InvalidAmount),
+        ("deposit", (99, 100), UnknownAccount),
+        ("deposit", (0, 100), UnknownAccount),
+        ("withdraw", (1, DEMO + 1), InsufficientFunds),
+        ("withdraw", (99, 100), UnknownAccount),
+        ("transfer", (1, 1, 100), SameAccount),
+        ("transfer", (1, 99, 100), UnknownAccount),
+        ("transfer", (99, 1, 100), UnknownAccount),
+        ("transfer", (1, 0, 100), UnknownAccount),
+        ("transfer", (1, 2, DEMO + 1), InsufficientFunds),
+        # The order of the checks: amount, same account, unknown account, funds.
+        ("transfer", (99, 99, 0), InvalidAmount),
+        ("transfer", (99, 99, 100), SameAccount),
+        ("transfer", (1, 99, DEMO + 1), UnknownAccount),
+    ],
+    ids=["zero", "negative", "over-max", "huge", "unknown", "vault", "overdraft",
+         "withdraw-unknown", "same", "unknown-dst", "unknown-src", "to-vault",
+         "transfer-overdraft", "amount-first", "same-before-unknown", "unknown-before-funds"],
+)  # fmt: skip
+def test_business_rejections_are_stored_and_replayed(
+    harness: LedgerHarness, op: str, args: tuple[int, ...], error: type[RequestRejected]
+) -> None:
+    ledger = harness.open()
+    call = getattr(ledger, op)
+    first = rejection(harness, call(*args, key="k"))
+    assert type(first) is error
+    # The retry gets the same error, applies nothing, counts nothing...
+    again = rejection(harness, call(*args, key="k"))
+    assert (type(again), again.message) == (error, first.message)
+    assert balances(harness, ledger) == {1: DEMO, 2: DEMO, 3: DEMO}
+    assert harness.run(ledger.stats()) == Stats(1, 0, 1)
+    # ... and also after more money arrives: the stored outcome wins.
+    harness.run(ledger.deposit(1, 1_000_000_00, key="top-up"))
+    assert type(rejection(harness, call(*args, key="k"))) is error
+    assert harness.run(ledger.verify()).ok
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (("deposit", 1, 100), ("deposit", 1, 101)),
+        (("deposit", 1, 100), ("deposit", 2, 100)),
+        (("deposit", 1, 100), ("withdraw", 1, 100)),
+        (("transfer", 1, 2, 100), ("transfer", 1, 3, 100)),
+        (("transfer", 1, 2, 100), ("transfer", 2, 1, 100)),
+        (("withdraw", 1, DEMO + 1), ("withdraw", 1, 5)),
+    ],
+    ids=["amount", "account", "op", "counterparty", "direction", "after-a-rejection"],
+)
+def test_a_key_with_other_parameters_is_key_reused(
+    harness: LedgerHarness, first: tuple[object, ...], second: tuple[object, ...]
+) -> None:
+    ledger = harness.open()
+    op, *args = first
+    with contextlib.suppress(RequestRejected):
+        harness.run(getattr(ledger, str(op))(*args, key="k"))
+    before = balances(harness, ledger)
+    op, *args = second
+    with pytest.raises(KeyReused):
+        harness.run(getattr(ledger, str(op))(*args, key="k"))
+    assert balances(harness, ledger) == before
+    assert harness.run(ledger.stats()).total == 2  # key_reused counts as a failed request
+
+
+def test_a_successful_retry_is_replayed_with_the_original_receipt(harness: LedgerHarness) -> None:
+    ledger = harness.open()
+    first = harness.run(ledger.transfer(1, 2, 500, key="t"))
+    harness.run(ledger.deposit(1, 100, key="later"))
+    again = harness.run(ledger.transfer(1, 2, 500, key="t"))
+    assert again.replayed and not first.replayed
+    # The balance of that posting, not today's.
+    assert again == Receipt("t", "transfer", 1, 2, 500, DEMO - 500, first.posting_id, True)
+    assert balances(harness, ledger) == {1: DEMO - 400, 2: DEMO + 500, 3: DEMO}
+    assert harness.run(ledger.stats()) == Stats(2, 2, 0)
+
+
+@pytest.mark.parametrize("key", ["", "x" * 129, "tab\there", "new\nline"])
+def test_an_unusable_key_is_an_invalid_request_and_stores_nothing(
+    harness: LedgerHarness, key: str
+) -> None:
+    ledger = harness.open()
+    with pytest.raises(InvalidRequest):
+        harness.run(ledger.deposit(1, 100, key=key))
+    assert harness.run(ledger.stats()) == Stats(0, 0, 0)
+    assert balances(harness, ledger)[1] == DEMO
+
+
+def test_keys_may_be_long_and_unicode(harness: LedgerHarness) -> None:
+    ledger = harness.open()
+    for key in ("x" * 128, "clé-€-🙂"):
+        assert harness.run(ledger.deposit(1, 1, key=key)).key == key
+        assert harness.run(ledger.deposit(1, 1, key=key)).replayed
+
+
+# --- exactly-once ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("group_commit", [True, False], ids=["group", "single"])
+def test_concurrent_requests_with_one_key_apply_once(
+    harness: LedgerHarness, group_commit: bool
+) -> None:
+    ledger = harness.open(LedgerSettings(group_commit=group_commit))
+
+    async def storm() -> list[Receipt]:
+        return await asyncio.gather(*(ledger.transfer(1, 2, 700, key="same") for _ in range(40)))
+
+    receipts = harness.run(storm())
+    assert sum(not r.replayed for r in receipts) == 1
+    assert len({(r.posting_id, r.balance_cents) for r in receipts}) == 1
+    assert balances(harness, ledger) == {1: DEMO - 700, 2: DEMO + 700, 3: DEMO}
+    assert harness.run(ledger.stats()) == Stats(1, 1, 0)
+
+
+def test_concurrent_rejections_with_one_key_are_stored_once(harness: LedgerHarness) -> None:
+    ledger = harness.open()
+
+    async def storm() -> list[object]:
+        calls = (ledger.withdraw(3, DEMO + 1, key="same") for _ in range(20))
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    assert all(isinstance(r, InsufficientFunds) for r in harness.run(storm()))
+    assert harness.run(ledger.stats()) == Stats(1, 0, 1)
+
+
+def test_many_concurrent_requests_conserve_money(harness: LedgerHarness) -> None:
+    ledger = harness.open()
+
+    async def storm() -> list[object]:
+        calls = []
+        for i in range(150):
+            src, dst = 1 + i % 3, 1 + (i + 1) % 3
+            calls.append(ledger.transfer(src, dst, 1 + i * 997 % 400_000, key=f"t{i}"))
+            calls.append(ledger.deposit(dst, 1 + i, key=f"d{i}"))
+            calls.append(ledger.withdraw(src, 3 * DEMO // 150, key=f"w{i}"))
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    results = harness.run(storm())
+    assert all(isinstance(r, Receipt | InsufficientFunds) for r in results)
+    deposited = sum(1 + i for i in range(150))
+    withdrawn = sum(
+        r.amount_cents for r in results if isinstance(r, Receipt) and r.op == "withdraw"
+    )
+    report = harness.run(ledger.verify())
+    assert report.ok, report.problems
+    assert report.total_cents == 3 * DEMO + deposited - withdrawn
+    assert sum(balances(harness, ledger).values()) == report.total_cents
+    stats = harness.run(ledger.stats())
+    assert stats.total == 450
+    assert stats.successful == sum(isinstance(r, Receipt) for r in results)
+
+
+def test_a_transient_failure_stores_nothing_so_the_retry_applies(harness: LedgerHarness) -> None:
+    ledger = harness.open()
+    harness.run(ledger.record_failure())  # the service's injected reject for key "k"
+    receipt = harness.run(ledger.deposit(1, 100, key="k"))
+    assert not receipt.replayed and receipt.balance_cents == DEMO + 100
+    stats = harness.run(ledger.stats())
+    assert stats == Stats(2, 1, 1)
+    assert (stats.success_rate, stats.error_rate) == (0.5, 0.5)
+
+
+def test_replays_survive_a_restart(harness: LedgerHarness) -> None:
+    ledger = harness.open()
+    receipt = harness.run(ledger.transfer(1, 2, 300, key="t"))
+    with pytest.raises(InsufficientFunds):
+        harness.run(ledger.withdraw(3, DEMO + 1, key="w"))
+    ledger = harness.reopen(ledger)
+    assert harness.run(ledger.transfer(1, 2, 300, key="t")) == Receipt(
+        "t", "transfer", 1, 2, 300, DEMO - 300, receipt.posting_id, replayed=True
+    )
+    with pytest.raises(InsufficientFunds):
+        harness.run(ledger.withdraw(3, DEMO + 1, key="w"))
+    with pytest.raises(KeyReused):
+        harness.run(ledger.transfer(1, 2, 301, key="t"))
+    assert balances(harness, ledger) == {1: DEMO - 300, 2: DEMO + 300, 3: DEMO}
+    assert harness.run(ledger.stats()) == Stats(3, 1, 2)
+
+
+def test_everything_is_still_there_after_reopening(harness: LedgerHarness) -> None:
+    ledger = harness.open(FAST)
+    harness.run(ledger.open_account("Ada", "5555", 100))
+    harness.run(ledger.deposit(4, 50, key="a"))
+    harness.run(ledger.transfer(4, 1, 25, key="b"))
+    harness.run(ledger.record_failure())
+    harness.run(ledger.change_pin(3, "1234", "4321"))
+    before = (
+        harness.run(ledger.accounts()),
+        harness.run(ledger.statement(4)),
+        harness.run(ledger.stats()),
+    )
+    ledger = harness.reopen(ledger)
+    after = (
+        harness.run(ledger.accounts()),
+        harness.run(ledger.statement(4)),
+        harness.run(ledger.stats()),
+    )
+    assert after == before
+    assert harness.run(ledger.authenticate(3, "4321")).id == 3
+    assert harness.run(ledger.ensure_demo_accounts()) is False
+    assert harness.run(ledger.verify()).ok
+
+
+# --- PINs -----------------------------------------------------------------------------
+
+
+def test_unknown_accounts_and_wrong_pins_fail_alike(harness: LedgerHarness) -> None:
+    ledger = harness.open()
+    wrong = rejection(harness, ledger.authenticate(1, "9999"))
+    unknown = rejection(harness, ledger.authenticate(99, "1234"))
+    vault = rejection(harness, ledger.authenticate(0, "1234"))
+    huge = rejection(harness, ledger.authenticate(2**70, "1234"))
+    assert {type(e) for e in (wrong, unknown, vault, huge)} == {AuthFailed}
+    assert len({e.message for e in (wrong, unknown, vault, huge)}) == 1
+
+
+def test_lockout_after_repeated_failures_then_it_expires(harness: LedgerHarness) -> None:
+    ledger = harness.open(FAST)  # 3 failures, 0.5 s
+    for _ in range(3):
+        with pytest.raises(AuthFailed):
+            harness.run(ledger.authenticate(1, "0000"))
+    with pytest.raises(AccountLocked):
+        harness.run(ledger.authenticate(1, "1234"))  # the right PIN, but locked
+    assert harness.run(ledger.authenticate(2, "1234")).id == 2  # others are not locked
+    time.sleep(0.6)
+    assert harness.run(ledger.authenticate(1, "1234")).id == 1
+
+
+def test_a_success_resets_the_failure_count(harness: LedgerHarness) -> None:
+    ledger = harness.open(FAST)
+    for _ in range(5):
+        for _ in range(2):
+            with pytest.raises(AuthFailed):
+                harness.run(ledger.authenticate(1, "0000"))
+        assert harness.run(ledger.authenticate(1, "1234")).id == 1
+
+
+def test_the_lockout_survives_a_restart(harness: LedgerHarness) -> None:
+    ledger = harness.open(LedgerSettings(max_failed_logins=2, lockout_s=60))
+    for _ in range(2):
+        with pytest.raises(AuthFailed):
+            harness.run(ledger.authenticate(1, "0000"))
+    ledger = harness.reopen(ledger)
+    with pytest.raises(AccountLocked):
+        harness.run(ledger.authenticate(1, "1234"))
+
+
+def test_concurrent_guesses_are_counted_before_any_success(harness: LedgerHarness) -> None:
+    ledger = harness.open(LedgerSettings(max_failed_logins=3, lockout_s=60))
+
+    async def guesses() -> list[object]:
+        wrong = [ledger.authenticate(1, f"{n:04d}") for n in range(2000, 2012)]
+        return await asyncio.gather(*wrong, return_exceptions=True)
+
+    results = harness.run(guesses())
+    assert sum(isinstance(r, AuthFailed) for r in results) <= 3
+    with pytest.raises(AccountLocked):
+        harness.run(ledger.authenticate(1, "1234"))
+
+
+def test_change_pin(harness: LedgerHarness) -> None:
+    ledger = harness.open(FAST)
+    with pytest.raises(AuthFailed):
+        harness.run(ledger.change_pin(1, "0000", "5678"))
+    with pytest.raises(InvalidRequest):
+        harness.run(ledger.change_pin(1, "1234", "12"))
+    harness.run(ledger.change_pin(1, "1234", "5678"))
+    with pytest.raises(AuthFailed):
+        harness.run(ledger.authenticate(1, "1234"))
+    assert harness.run(ledger.authenticate(1, "5678")).id == 1
+
+
+def test_a_pin_never_shows(harness: LedgerHarness, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    secret, other = "86420975", "13579024"
+    ledger = harness.open(FAST)
+    account = harness.run(ledger.open_account("Ada", secret, 100))
+    said = [repr(ledger), repr(account), str(account)]
+    for attempt in (other, other, other, secret):
+        with pytest.raises(RequestRejected) as info:
+            harness.run(ledger.authenticate(account.id, attempt))
+        said += [str(info.value), repr(info.value)]
+    time.sleep(0.6)
+    for bad_new in ("12", secret + "x"):
+        with pytest.raises(InvalidRequest) as info:
+            harness.run(ledger.change_pin(account.id, secret, bad_new))
+        said.append(str(info.value))
+    said += [record.getMessage() for record in caplog.records]
+    assert any("locked" in line for line in said)
+    assert not [line for line in said if secret in line or other in line]
+
+
+# --- statistics and lifecycle ---------------------------------------------------------
+
+
+def test_stats_rates(harness: LedgerHarness) -> None:
+    ledger = harness.open()
+    assert harness.run(ledger.stats()) == Stats(0, 0, 0)
+    assert (Stats(0, 0, 0).success_rate, Stats(0, 0, 0).error_rate) == (0.0, 0.0)
+    harness.run(ledger.deposit(1, 100, key="a"))
+    harness.run(ledger.deposit(1, 100, key="a"))  # a replay: not counted again
+    harness.run(ledger.deposit(1, 100, key="b"))
+    harness.run(ledger.record_failure())
+    with pytest.raises(SameAccount):
+        harness.run(ledger.transfer(1, 1, 100, key="c"))
+    stats = harness.run(ledger.stats())
+    assert stats == Stats(4, 2, 2)
+    assert (stats.success_rate, stats.error_rate) == (0.5, 0.5)
+
+
+def test_close_is_idempotent_and_final(harness: LedgerHarness) -> None:
+    ledger = harness.open()
+    harness.run(ledger.close())
+    harness.run(ledger.close())
+    with pytest.raises(StorageError):
+        harness.run(ledger.deposit(1, 100, key="late"))
+    with pytest.raises(StorageError):
+        harness.run(ledger.accounts())
+
+
+def test_close_finishes_queued_work(harness: LedgerHarness) -> None:
+    ledger = harness.open()
+
+    async def deposit_then_close() -> list[Receipt]:
+        pending = [asyncio.ensure_future(ledger.deposit(1, 1, key=f"k{i}")) for i in range(50)]
+        await asyncio.sleep(0)  # every deposit is queued
+        await ledger.close()
+        return await asyncio.gather(*pending)
+
+    assert len(harness.run(deposit_then_close())) == 50
+    ledger = harness.open(demo=False)
+    assert harness.run(ledger.get_account(1)).balance_cents == DEMO + 50
