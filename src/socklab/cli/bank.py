@@ -95,21 +95,14 @@ def with_ledger(url: str, work: Callable[[Ledger], Awaitable[T]]) -> T:
     return result
 
 
-class AmountType(click.ParamType):
-    """An amount like ``12.50``, converted to cents."""
-
-    name = "amount"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
-        try:
-            return parse_amount(str(value))
-        except RequestRejected as exc:
-            self.fail(exc.message, param, ctx)
-
-
-AMOUNT = AmountType()
+def to_cents(ctx: click.Context, param: click.Parameter, value: Any) -> int:
+    """Option callback: an amount like ``12.50`` to cents (``click.BadParameter`` if not)."""
+    if isinstance(value, int):
+        return value
+    try:
+        return parse_amount(str(value))
+    except RequestRejected as exc:
+        raise click.BadParameter(exc.message, ctx=ctx, param=param) from None
 
 
 # -- output ---------------------------------------------------------------------------------
@@ -154,6 +147,19 @@ def print_table(
 
 def iso_time(seconds: float) -> str:
     return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def ask_new_pin() -> str:
+    """A new PIN: asked twice, hidden, on a terminal; read as one line from a pipe."""
+    if sys.stdin.isatty():
+        pin: str = click.prompt("PIN", hide_input=True, confirmation_prompt=True, err=True)
+        return pin.strip()
+    click.echo("PIN: ", nl=False, err=True)
+    line = sys.stdin.readline()
+    if not line:
+        raise Failed("no PIN given", EXIT_USAGE)
+    click.echo(err=True)
+    return line.strip()
 
 
 # -- the commands -----------------------------------------------------------------------------
@@ -208,8 +214,7 @@ def open_account(ctx: click.Context, name: str, pin: str | None, deposit: str) -
     except RequestRejected as exc:
         raise Failed(f"--deposit: {exc.message}", EXIT_USAGE) from None
     if pin is None:
-        pin = click.prompt("PIN", hide_input=True, confirmation_prompt=True, err=True)
-    assert pin is not None
+        pin = ask_new_pin()
     url = _url(ctx)
     account = with_ledger(url, lambda ledger: ledger.open_account(name, pin, cents))
     click.echo(

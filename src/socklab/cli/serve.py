@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from socklab.cli.bank import AMOUNT, db_option, resolve_db_url
+from socklab.cli.bank import db_option, resolve_db_url, to_cents
 from socklab.cli.common import EXIT_USAGE, Failed, logging_options
 from socklab.errors import StorageError
 from socklab.ledger import LedgerSettings
@@ -160,7 +160,8 @@ async def serve_forever(settings: ServeSettings) -> None:
 @click.option("--fail-seed", type=int, help="bank: seed of the injected failures.")
 @click.option(
     "--max-amount",
-    type=AMOUNT,
+    callback=to_cents,
+    metavar="AMOUNT",
     default=format_cents(LedgerSettings().max_amount_cents),
     show_default=True,
     help="bank: the largest amount of one deposit, withdrawal or transfer.",

@@ -1,0 +1,282 @@
+"""The bank over real sockets: concurrency, exactly-once under lost replies, the dialects."""
+
+from __future__ import annotations
+
+import random
+import socket
+import threading
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from helpers import RunningServer, recv_until, running_server
+from socklab.client.bank_client import BankClient, TxReceipt
+from socklab.errors import InsufficientFunds, LinkBroken
+from socklab.ledger.base import DEMO_BALANCE_CENTS
+from socklab.services.bank import BankService
+from socklab.wire.framing import encode_lab_frame
+
+PIN = "1234"
+ACCOUNTS = 10
+
+
+@pytest.fixture
+def ledger_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'bank.db'}"
+
+
+def open_more_accounts(server: RunningServer, service: BankService, upto: int) -> None:
+    for n in range(4, upto + 1):
+        server.call(lambda n=n: service.ledger.open_account(f"Holder {n}", PIN, DEMO_BALANCE_CENTS))
+
+
+def balances(server: RunningServer, service: BankService) -> dict[int, int]:
+    return {a.id: a.balance_cents for a in server.call(service.ledger.accounts)}
+
+
+@dataclass
+class ClientLog:
+    """What one client's acknowledged operations imply."""
+
+    deltas: Counter[int] = field(default_factory=Counter)
+    receipts: list[TxReceipt] = field(default_factory=list)
+    refused: int = 0
+    errors: list[BaseException] = field(default_factory=list)
+
+
+def random_client(port: int, seed: int, operations: int, log: ClientLog) -> None:
+    rng = random.Random(seed)
+    account = seed % ACCOUNTS + 1
+    try:
+        with BankClient("127.0.0.1", port, timeout_s=30, attempts=1) as bank:
+            bank.login(account, PIN)
+            for _ in range(operations):
+                kind = rng.random()
+                amount = rng.randint(1, 300_00)
+                try:
+                    if kind < 0.35:
+                        receipt = bank.deposit(amount)
+                        log.deltas[account] += amount
+                    elif kind < 0.65:
+                        receipt = bank.withdraw(amount)
+                        log.deltas[account] -= amount
+                    elif kind < 0.95:
+                        to = rng.choice([a for a in range(1, ACCOUNTS + 1) if a != account])
+                        receipt = bank.transfer(to, amount)
+                        log.deltas[account] -= amount
+                        log.deltas[to] += amount
+                    else:
+                        assert bank.balance().balance_cents >= 0
+                        continue
+                except InsufficientFunds:
+                    log.refused += 1
+                    continue
+                assert receipt.balance_cents >= 0 and not receipt.replayed
+                log.receipts.append(receipt)
+    except BaseException as exc:  # reported by the test thread
+        log.errors.append(exc)
+
+
+def test_50_concurrent_clients_keep_the_books_exact(ledger_url: str) -> None:
+    service = BankService(ledger_url)
+    with running_server(service) as server:
+        open_more_accounts(server, service, ACCOUNTS)
+        before = balances(server, service)
+        logs = [ClientLog() for _ in range(50)]
+        threads = [
+            threading.Thread(target=random_client, args=(server.port, n, 200, logs[n]))
+            for n in range(50)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(300)
+        assert not any(thread.is_alive() for thread in threads)
+        assert [e for log in logs for e in log.errors] == []
+        report = server.call(service.ledger.verify)
+        after = balances(server, service)
+        stats = server.call(service.ledger.stats)
+    assert report.ok, report.problems
+    assert all(cents >= 0 for cents in after.values())
+    implied: Counter[int] = Counter()
+    for log in logs:
+        implied.update(log.deltas)
+    assert after == {a: before[a] + implied[a] for a in before}
+    acknowledged = sum(len(log.receipts) for log in logs)
+    refused = sum(log.refused for log in logs)
+    assert acknowledged > 8000
+    assert (stats.successful, stats.failed) == (acknowledged, refused)
+    keys = [r.key for log in logs for r in log.receipts]
+    assert len(set(keys)) == len(keys)
+
+
+# -- exactly once under lost replies ------------------------------------------------------
+
+
+@dataclass
+class BatchOutcome:
+    intended: dict[int, int]
+    actual: dict[int, int]
+    applications: list[int]
+    """For each operation, how many postings its keys produced."""
+    retries: int
+
+
+def run_lossy_batch(ledger_url: str, *, naive: bool) -> BatchOutcome:
+    """10 clients x 40 deposits/withdrawals under ``lose-reply`` at 30%."""
+    service = BankService(ledger_url, fail_rate=0.3, fail_mode="lose-reply", rng=2024)
+    retries = Counter[int]()
+    keys_by_op: dict[int, list[tuple[str, ...]]] = defaultdict(list)
+    intended: Counter[int] = Counter()
+    errors: list[BaseException] = []
+
+    def client(account: int) -> None:
+        rng = random.Random(account)
+        try:
+            with BankClient(
+                "127.0.0.1",
+                server.port,
+                timeout_s=10,
+                attempts=40,
+                backoff_s=0.001,
+                new_key_each_attempt=naive,
+                on_retry=lambda notice: retries.update([account]),
+            ) as bank:
+                bank.login(account, PIN)
+                for _ in range(40):
+                    amount = rng.randint(1, 50_00)
+                    if rng.random() < 0.5:
+                        receipt = bank.deposit(amount)
+                        intended[account] += amount
+                    else:
+                        receipt = bank.withdraw(amount)
+                        intended[account] -= amount
+                    keys_by_op[account].append(receipt.keys_sent)
+        except BaseException as exc:
+            errors.append(exc)
+
+    with running_server(service) as server:
+        open_more_accounts(server, service, ACCOUNTS)
+        start = balances(server, service)
+        threads = [threading.Thread(target=client, args=(a,)) for a in range(1, ACCOUNTS + 1)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert errors == []
+        report = server.call(service.ledger.verify)
+        assert report.ok, report.problems
+        actual = balances(server, service)
+        applications: list[int] = []
+        for account, op_keys in keys_by_op.items():
+            postings = server.call(lambda a=account: service.ledger.statement(a, 1000))
+            posted = Counter(p.key for p in postings)
+            applications += [sum(posted[k] for k in keys) for keys in op_keys]
+    return BatchOutcome(
+        intended={a: start[a] + intended[a] for a in start},
+        actual=actual,
+        applications=applications,
+        retries=sum(retries.values()),
+    )
+
+
+def test_keyed_retries_apply_every_operation_exactly_once(ledger_url: str) -> None:
+    outcome = run_lossy_batch(ledger_url, naive=False)
+    assert outcome.retries > 50  # the faults did happen
+    assert len(outcome.applications) == ACCOUNTS * 40
+    assert set(outcome.applications) == {1}
+    assert outcome.actual == outcome.intended
+
+
+def test_naive_retries_apply_operations_twice(tmp_path: Path) -> None:
+    keyed = run_lossy_batch(f"sqlite:///{tmp_path / 'keyed.db'}", naive=False)
+    naive = run_lossy_batch(f"sqlite:///{tmp_path / 'naive.db'}", naive=True)
+    doubled = sum(1 for n in naive.applications if n > 1)
+    assert doubled > 20
+    assert naive.actual != naive.intended
+    assert sum(1 for n in keyed.applications if n > 1) == 0
+    assert keyed.actual == keyed.intended
+
+
+# -- a dropped connection is retried with the same key, and applied once ---------------
+
+
+def test_the_client_retries_a_lost_reply_with_the_same_key(ledger_url: str) -> None:
+    from bank_harness import ScriptedRandom
+
+    rng = ScriptedRandom([0.0, 0.0])  # the first two attempts lose their replies
+    service = BankService(ledger_url, fail_rate=0.5, fail_mode="lose-reply", rng=rng)
+    notices: list[str] = []
+    with (
+        running_server(service) as server,
+        BankClient(
+            "127.0.0.1",
+            server.port,
+            backoff_s=0.01,
+            on_retry=lambda notice: notices.append(notice.describe()),
+        ) as bank,
+    ):
+        bank.login(1, PIN)
+        receipt = bank.deposit(12_50, key="the-key")
+        assert (receipt.attempts, receipt.replayed, receipt.keys_sent) == (3, True, ("the-key",))
+        assert receipt.balance_cents == 10_012_50
+        assert bank.reconnects == 2
+        assert bank.balance().balance_cents == 10_012_50
+    assert len(notices) == 2
+    assert "retrying deposit with the same idempotency key (attempt 2 of 5)" in notices[0]
+
+
+def test_the_client_gives_up_after_its_attempts(ledger_url: str) -> None:
+    service = BankService(ledger_url, fail_rate=1.0, fail_mode="lose-reply")
+    with (
+        running_server(service) as server,
+        BankClient("127.0.0.1", server.port, attempts=3, backoff_s=0.001) as bank,
+    ):
+        bank.login(1, PIN)
+        with pytest.raises(LinkBroken, match="gave up after 3 attempts"):
+            bank.withdraw(1_00, key="k")
+        assert server.call(lambda: service.ledger.get_account(1)).balance_cents == 9_999_00
+
+
+# -- the other dialects on the wire -----------------------------------------------------------
+
+
+@pytest.fixture
+def bank_server(ledger_url: str) -> Iterator[RunningServer]:
+    with running_server(BankService(ledger_url)) as server:
+        yield server
+
+
+def test_line_dialect_over_a_socket(bank_server: RunningServer) -> None:
+    with bank_server.connect() as sock:
+        sock.sendall(b"login 1 1234\r\ndeposit 1.50\nwithdraw 99999\nbalance\n")
+        data = b""
+        while data.count(b"\n") < 4:
+            data += recv_until(sock)
+    lines = data.decode().splitlines()
+    assert lines[0].startswith("Welcome Dibbyo Roy!")
+    assert lines[1].startswith("Deposited 1.50. Your balance is 10001.50")
+    assert lines[2] == "ERROR insufficient_funds: insufficient funds"
+    assert lines[3].startswith("Your balance is 10001.50 | Successful transactions: 1")
+
+
+def test_lab_dialect_over_a_socket_as_the_seed_client_frames_it(
+    bank_server: RunningServer,
+) -> None:
+    def send(sock: socket.socket, text: str) -> None:
+        frame = encode_lab_frame(text.encode())
+        sock.sendall(frame[:64])  # the seed client sends the header and payload apart
+        sock.sendall(frame[64:])
+
+    with bank_server.connect() as sock:
+        send(sock, "11234")
+        assert recv_until(sock, b"4. Exit\n").startswith(b"Welcome Dibbyo Roy!\n")
+        send(sock, "112342")
+        assert recv_until(sock, b": ") == b"Enter amount to deposit: "
+        send(sock, "112342")
+        assert recv_until(sock, b"Error rate: 0.00\n").startswith(b"Your balance is 10002.00\n")
+        send(sock, "!DISCONNECT")
+        assert recv_until(sock, b"]") == b"[DISCONNECTED]"
