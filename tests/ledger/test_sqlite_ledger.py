@@ -171,24 +171,26 @@ def test_an_unopenable_path_is_a_storage_error(runner: asyncio.Runner, tmp_path:
 # --- the writer -----------------------------------------------------------------------
 
 
-def spy_on_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+def spy_on_batches(ledger: SqliteLedger) -> list[int]:
+    """The sizes of the writer's batches (transactions) from now on."""
     sizes: list[int] = []
-    original = SqliteLedger._run_batch
+    writer = ledger._writer
+    original = writer._run_batch
 
-    def spy(self: SqliteLedger, batch: list[sqlite_ledger._Job]) -> None:
+    def spy(conn: sqlite3.Connection, batch: list[sqlite_ledger._Job]) -> list[object]:
         sizes.append(len(batch))
-        original(self, batch)
+        return original(conn, batch)
 
-    monkeypatch.setattr(SqliteLedger, "_run_batch", spy)
+    writer._run_batch = spy
     return sizes
 
 
 @pytest.mark.parametrize("group_commit", [True, False], ids=["group", "single"])
 def test_group_commit_shares_transactions(
-    monkeypatch: pytest.MonkeyPatch, runner: asyncio.Runner, db: Path, group_commit: bool
+    runner: asyncio.Runner, db: Path, group_commit: bool
 ) -> None:
     ledger = opened(runner, db, group_commit=group_commit)
-    sizes = spy_on_batches(monkeypatch)
+    sizes = spy_on_batches(ledger)
 
     async def storm() -> None:
         await asyncio.gather(*(ledger.deposit(1, 1, key=f"k{i}") for i in range(200)))
@@ -202,11 +204,9 @@ def test_group_commit_shares_transactions(
     runner.run(ledger.close())
 
 
-def test_a_failing_job_is_rolled_back_alone(
-    monkeypatch: pytest.MonkeyPatch, runner: asyncio.Runner, db: Path
-) -> None:
+def test_a_failing_job_is_rolled_back_alone(runner: asyncio.Runner, db: Path) -> None:
     ledger = opened(runner, db)
-    sizes = spy_on_batches(monkeypatch)
+    sizes = spy_on_batches(ledger)
 
     def half_then_crash(conn: sqlite3.Connection) -> None:
         conn.execute("UPDATE accounts SET name = 'mangled' WHERE id = 1")
@@ -234,8 +234,8 @@ def test_a_failed_transaction_fails_every_job_in_the_batch(
 ) -> None:
     ledger = opened(runner, db)
     other = sqlite3.connect(db, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")  # hold the write lock: BEGIN IMMEDIATE will time out
-    ledger._write_conn.execute("PRAGMA busy_timeout = 0")  # the writer is idle
+    runner.run(ledger._write(lambda conn: conn.execute("PRAGMA busy_timeout = 0")))
+    other.execute("BEGIN IMMEDIATE")  # hold the write lock: the writer's BEGIN fails
 
     async def two() -> list[object]:
         calls = [ledger.deposit(1, 10, key="a"), ledger.deposit(1, 10, key="b")]

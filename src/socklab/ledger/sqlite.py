@@ -14,8 +14,9 @@ How this works:
   requests with the same key, also across processes (BEGIN IMMEDIATE).
 - Business rejections are stored rows, returned by the job rather than raised, so their
   savepoint is released and they commit with the batch; ``_write`` raises them.
-- Reads use a second connection in a one-thread executor (WAL readers do not wait for
-  the writer). An in-memory database has a single connection, so there reads are jobs.
+- Reads run the same way on a reader thread with a second connection, in batches but
+  without a transaction (WAL readers do not wait for the writer). An in-memory database
+  has a single connection, so there reads are writer jobs.
 - PIN hashing (slow on purpose) runs in the default executor, never in the writer.
 """
 
@@ -29,7 +30,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -88,56 +88,49 @@ class _Job:
 _STOP = object()
 
 
-class SqliteLedger:
-    """The SQLite ``Ledger``. Build it with ``open_sqlite_ledger``."""
+class _Worker:
+    """A thread that owns one connection and runs queued jobs in batches.
 
-    def __init__(self, path: str, settings: LedgerSettings, conn: sqlite3.Connection) -> None:
-        self._path = path
-        self._settings = settings
-        self._write_conn = conn
+    ``run_batch(conn, jobs)`` returns one result per job (an exception is a result too).
+    A batch's futures are then resolved with one ``call_soon_threadsafe`` per event loop,
+    which keeps the loop's wake-ups few under load.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        connect: Callable[[], sqlite3.Connection],
+        run_batch: Callable[[sqlite3.Connection, list[_Job]], list[object]],
+        *,
+        max_batch: int,
+    ) -> None:
+        self._connect = connect
+        self._run_batch = run_batch
+        self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
-        self._closed = False
-        # Request counts of the batch being written; only the writer thread touches them.
-        self._successful = 0
-        self._failed = 0
-        self._read_conn: sqlite3.Connection | None = None
-        self._reader: ThreadPoolExecutor | None = None
-        if path != MEMORY:
-            self._reader = ThreadPoolExecutor(1, thread_name_prefix="socklab-ledger-read")
-        self._writer = threading.Thread(
-            target=self._run_writer, name="socklab-ledger-write", daemon=True
-        )
-        self._writer.start()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
 
-    def __repr__(self) -> str:
-        state = " closed" if self._closed else ""
-        return f"<SqliteLedger {self._path!r} group_commit={self._settings.group_commit}{state}>"
-
-    # --- the writer ---------------------------------------------------------------
-
-    async def _write(self, job: Callable[[sqlite3.Connection], T | RequestRejected]) -> T:
-        """Run ``job`` in the writer's next transaction and wait for the commit.
-
-        Raises a rejection the job returns, ``StorageError`` if the write failed.
-        """
-        if self._closed:
-            raise StorageError("the ledger is closed")
+    def submit(self, job: Callable[[sqlite3.Connection], object]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.put(_Job(job, future, loop))
-        result: T | RequestRejected = await future
-        if isinstance(result, RequestRejected):
-            raise result
-        return result
+        return future
 
-    def _run_writer(self) -> None:
+    def stop(self) -> None:
+        """Finish every job queued so far, close the connection, end. Blocks."""
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
         is_stopping = False
         while not is_stopping:
             first = self._queue.get()
             if first is _STOP:
                 break
             batch = [cast(_Job, first)]
-            while self._settings.group_commit and len(batch) < MAX_BATCH:
+            while len(batch) < self._max_batch:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
@@ -146,11 +139,78 @@ class SqliteLedger:
                     is_stopping = True
                     break
                 batch.append(cast(_Job, item))
-            self._run_batch(batch)
-        self._write_conn.close()
+            try:
+                if conn is None:
+                    conn = self._connect()
+                results = self._run_batch(conn, batch)
+            except Exception as exc:  # no connection: every job fails alike
+                results = [_storage_error(exc)] * len(batch)
+            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], object]]]
+            by_loop = {}
+            for job, result in zip(batch, results, strict=True):
+                by_loop.setdefault(job.loop, []).append((job.future, result))
+            for loop, outcomes in by_loop.items():
+                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                    loop.call_soon_threadsafe(_resolve, outcomes)
+        if conn is not None:
+            conn.close()
 
-    def _run_batch(self, batch: list[_Job]) -> None:
-        conn = self._write_conn
+
+class SqliteLedger:
+    """The SQLite ``Ledger``. Build it with ``open_sqlite_ledger``."""
+
+    def __init__(self, path: str, settings: LedgerSettings, conn: sqlite3.Connection) -> None:
+        self._path = path
+        self._settings = settings
+        self._closed = False
+        # Request counts of the batch being written; only the writer thread touches them.
+        self._successful = 0
+        self._failed = 0
+        self._writer = _Worker(
+            "socklab-ledger-write",
+            lambda: conn,
+            self._write_batch,
+            max_batch=MAX_BATCH if settings.group_commit else 1,
+        )
+        # In memory there is one connection, the writer's: reads are writer jobs there.
+        self._reader = self._writer
+        if path != MEMORY:
+            self._reader = _Worker(
+                "socklab-ledger-read", self._connect_reader, _read_batch, max_batch=MAX_BATCH
+            )
+
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else ""
+        return f"<SqliteLedger {self._path!r} group_commit={self._settings.group_commit}{state}>"
+
+    # --- the writer and the reader ------------------------------------------------
+
+    async def _write(self, job: Callable[[sqlite3.Connection], T | RequestRejected]) -> T:
+        """Run ``job`` in the writer's next transaction and wait for the commit.
+
+        Raises a rejection the job returns, ``StorageError`` if the write failed.
+        """
+        if self._closed:
+            raise StorageError("the ledger is closed")
+        result: T | RequestRejected = await self._writer.submit(job)
+        if isinstance(result, RequestRejected):
+            raise result
+        return result
+
+    async def _read(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``job`` on the read connection. Raises ``StorageError``."""
+        if self._closed:
+            raise StorageError("the ledger is closed")
+        result: T = await self._reader.submit(job)
+        return result
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        conn = store.connect(self._path)
+        conn.execute("PRAGMA query_only = ON")
+        return conn
+
+    def _write_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> list[object]:
+        """One transaction for ``batch``: a savepoint per job, one commit."""
         results: list[object] = []
         self._successful = self._failed = 0
         try:
@@ -175,14 +235,9 @@ class SqliteLedger:
         except Exception as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            log.error("ledger commit failed: %s", exc)
+            log.error("ledger transaction failed: %s", exc)
             results = [_storage_error(exc)] * len(batch)
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], object]]] = {}
-        for job, result in zip(batch, results, strict=True):
-            by_loop.setdefault(job.loop, []).append((job.future, result))
-        for loop, outcomes in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
-                loop.call_soon_threadsafe(_resolve, outcomes)
+        return results
 
     def _count(self, result: object, is_new: bool) -> None:
         if is_new:
@@ -190,24 +245,6 @@ class SqliteLedger:
                 self._failed += 1
             else:
                 self._successful += 1
-
-    # --- the reader ---------------------------------------------------------------
-
-    async def _read(self, job: Callable[[sqlite3.Connection], T]) -> T:
-        if self._reader is None:  # in memory: one connection, the writer's
-            return await self._write(job)
-        if self._closed:
-            raise StorageError("the ledger is closed")
-        return await asyncio.get_running_loop().run_in_executor(self._reader, self._run_read, job)
-
-    def _run_read(self, job: Callable[[sqlite3.Connection], T]) -> T:
-        try:
-            if self._read_conn is None:
-                self._read_conn = store.connect(self._path)
-                self._read_conn.execute("PRAGMA query_only = ON")
-            return job(self._read_conn)
-        except sqlite3.Error as exc:
-            raise StorageError(f"ledger read failed: {exc}") from exc
 
     # --- accounts and PINs --------------------------------------------------------
 
@@ -340,17 +377,11 @@ class SqliteLedger:
         if self._closed:
             return
         self._closed = True
-        self._queue.put(_STOP)  # behind every job already queued: they all finish
-        await asyncio.to_thread(self._writer.join)
-        if self._reader is not None:
-            await asyncio.get_running_loop().run_in_executor(self._reader, self._close_reader)
-            self._reader.shutdown(wait=False)
+        # Every job queued before this point finishes first: the queues are FIFO.
+        await asyncio.to_thread(self._writer.stop)
+        if self._reader is not self._writer:
+            await asyncio.to_thread(self._reader.stop)
         log.debug("ledger %s closed", self._path)
-
-    def _close_reader(self) -> None:
-        if self._read_conn is not None:
-            self._read_conn.close()
-            self._read_conn = None
 
 
 def _resolve(outcomes: list[tuple[asyncio.Future[Any], object]]) -> None:
@@ -363,9 +394,19 @@ def _resolve(outcomes: list[tuple[asyncio.Future[Any], object]]) -> None:
             future.set_result(result)
 
 
+def _read_batch(conn: sqlite3.Connection, batch: list[_Job]) -> list[object]:
+    results: list[object] = []
+    for job in batch:
+        try:
+            results.append(job.run(conn))
+        except Exception as exc:
+            results.append(_storage_error(exc))
+    return results
+
+
 def _storage_error(exc: Exception) -> Exception:
-    if isinstance(exc, sqlite3.Error):
-        error = StorageError(f"ledger write failed: {exc}")
+    if isinstance(exc, sqlite3.Error | OSError):
+        error = StorageError(f"ledger storage failed: {exc}")
         error.__cause__ = exc
         return error
     return exc
