@@ -41,6 +41,7 @@ from socklab.ledger import Account, AccountId, Ledger, LedgerSettings, Receipt, 
 from socklab.ledger.base import DEMO_BALANCE_CENTS, DEMO_NAMES, DEMO_PIN, Op, validate_key
 from socklab.logs import fn
 from socklab.money import format_cents, parse_amount
+from socklab.services.bank_line import LINE_HELP, line_request, line_text
 from socklab.services.base import ConnectionInfo, JsonReply, Service, Session
 
 if TYPE_CHECKING:
@@ -83,23 +84,6 @@ row is refused with ``not_logged_in`` (or ``unknown_op`` if no state knows it)."
 
 OPS: tuple[str, ...] = tuple(dict.fromkeys(op for row in FLOW.values() for op in row))
 MONEY_OPS: frozenset[str] = frozenset({"deposit", "withdraw", "transfer"})
-
-LINE_HELP = (
-    "commands: login ACCOUNT PIN | balance | deposit AMOUNT | withdraw AMOUNT | "
-    "transfer TO AMOUNT | statement [N] | stats | change_pin OLD NEW | logout | help "
-    "(amounts like 12.50)"
-)
-
-
-LINE_ARGS: dict[str, tuple[int, int, str]] = {
-    "login": (2, 2, "login ACCOUNT PIN"),
-    "deposit": (1, 1, "deposit AMOUNT"),
-    "withdraw": (1, 1, "withdraw AMOUNT"),
-    "transfer": (2, 2, "transfer TO AMOUNT"),
-    "change_pin": (2, 2, "change_pin OLD NEW"),
-    "statement": (0, 1, "statement [N]"),
-}
-"""Line commands with arguments: (fewest, most, usage)."""
 
 # -- values ----------------------------------------------------------------------------
 
@@ -151,14 +135,6 @@ def parse_account(value: Any, field: str = "account") -> AccountId:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ACCOUNT_ID:
         raise InvalidRequest(f"{field} must be an account number (an integer from 1)")
     return value
-
-
-def parse_account_text(text: str, field: str = "account") -> AccountId:
-    """An account number typed by a human. Raises ``InvalidRequest``."""
-    text = text.strip()
-    if not (text.isascii() and text.isdigit()) or len(text) > 19:
-        raise InvalidRequest(f"{field} must be an account number, like 1")
-    return parse_account(int(text), field)
 
 
 def parse_wire_amount(value: Any) -> int:
@@ -496,40 +472,14 @@ class BankSession(Session):
 
     def handle_line(self, line: str) -> str | Awaitable[str]:
         words = line.split()
-        if not words:
-            return LINE_HELP
-        command, args = words[0].lower(), words[1:]
+        command = words[0].lower() if words else "help"
         if command in ("help", "?"):
             return LINE_HELP
-        request = self._line_request(command, args)
-        next_state = self._check_order(command)
-        return self._run_line(command, request, next_state)
-
-    def _line_request(self, command: str, args: list[str]) -> dict[str, Any]:
-        """The json request a line stands for. Raises ``InvalidRequest``."""
         if command not in OPS:
             raise UnknownOperation(f"unknown command {command[:30]!r}; {LINE_HELP}")
-        low, high, form = LINE_ARGS.get(command, (0, 0, command))
-        if not low <= len(args) <= high:
-            raise InvalidRequest(f"usage: {form}")
-        if command == "login":
-            return {"account": parse_account_text(args[0]), "pin": args[1]}
-        if command in ("deposit", "withdraw"):
-            return {"amount": args[0], "key": new_key("line")}
-        if command == "transfer":
-            return {
-                "to": parse_account_text(args[0], "to"),
-                "amount": args[1],
-                "key": new_key("line"),
-            }
-        if command == "change_pin":
-            return {"old_pin": args[0], "new_pin": args[1]}
-        if command == "statement" and args:
-            text = args[0]
-            if not (text.isascii() and text.isdigit() and len(text) <= 4):
-                raise InvalidRequest(f"usage: {form}")
-            return {"limit": int(text)}
-        return {}
+        request = line_request(command, words[1:], key=new_key("line"))
+        next_state = self._check_order(command)
+        return self._run_line(command, request, next_state)
 
     async def _run_line(self, command: str, request: dict[str, Any], next_state: str) -> str:
         reply = await self._run(command, request, next_state)
@@ -547,52 +497,3 @@ class BankSession(Session):
 
     def farewell(self) -> str:
         return "[DISCONNECTED]"
-
-
-def line_text(command: str, reply: JsonReply) -> str:
-    """The one line of text the line dialect answers for ``command``'s json ``reply``."""
-    stats = reply.get("stats")
-    stats_line = ""
-    if isinstance(stats, dict):
-        stats_line = (
-            f"Successful transactions: {stats['successful']} | "
-            f"Total transactions: {stats['total']} | "
-            f"Success rate: {stats['success_rate']:.2f} | Error rate: {stats['error_rate']:.2f}"
-        )
-    if command == "login":
-        return (
-            f"Welcome {reply['name']}! Account {reply['account']}, "
-            f"balance {reply['balance']}. Type 'help' for the commands."
-        )
-    if command == "logout":
-        return f"Goodbye. Account {reply['account']} logged out."
-    if command == "balance":
-        return f"Your balance is {reply['balance']} | {stats_line}"
-    if command in MONEY_OPS:
-        verb = {"deposit": "Deposited", "withdraw": "Withdrew", "transfer": "Transferred"}[command]
-        to = f" to account {reply['to']}" if "to" in reply else ""
-        again = " (replayed: already done)" if reply["replayed"] else ""
-        return (
-            f"{verb} {reply['amount']}{to}{again}. Your balance is {reply['balance']} | "
-            f"{stats_line}"
-        )
-    if command == "statement":
-        items = [
-            f"#{p['posting']} {p['op']} {p['amount']}"
-            + _counterparty_text(p["amount"], p["counterparty"])
-            + f" -> {p['balance_after']}"
-            for p in reply["postings"]
-        ]
-        shown = "; ".join(items) if items else "no postings"
-        return f"Account {reply['account']}, balance {reply['balance']}: {shown}"
-    if command == "stats":
-        return stats_line
-    if command == "change_pin":
-        return f"PIN changed for account {reply['account']}."
-    return LINE_HELP
-
-
-def _counterparty_text(amount: str, counterparty: int | None) -> str:
-    if counterparty is None:
-        return ""
-    return f" {'to' if amount.startswith('-') else 'from'} {counterparty}"
