@@ -246,7 +246,7 @@ def test_kill_9_under_load_loses_no_acknowledged_operation(
 
     server = start_server_process("bank", "--port", "0", "--db", url)
     stop = threading.Event()
-    workers = [Worker(account=n % 10 + 1) for n in range(20)]
+    workers = [Worker(account=n % 10 + 1) for n in range(50)]
     threads = [
         threading.Thread(target=load, args=(server.port, w, n, stop), daemon=True)
         for n, w in enumerate(workers)
