@@ -13,6 +13,9 @@
 --           customer's balance after it (NULL for the vault). Clustered by account for
 --           statements.
 -- stats     one row of request counters.
+--
+-- No FOREIGN KEY clauses: SQLite does not enforce them unless asked per connection, and
+-- only the ledger's writer writes here; verify() checks every reference instead.
 
 CREATE TABLE accounts (
     id              INTEGER PRIMARY KEY,
