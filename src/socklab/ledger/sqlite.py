@@ -278,7 +278,7 @@ class SqliteLedger:
 
         is_created = await self._write(create)
         if is_created:
-            log.info("created the demo accounts 1 to %d", len(DEMO_NAMES))
+            log.debug("created the demo accounts 1 to %d", len(DEMO_NAMES))
         return is_created
 
     async def authenticate(self, account: AccountId, pin: str) -> Account:

@@ -127,7 +127,7 @@ def migrate(conn: sqlite3.Connection) -> int:
                     "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
                     (version, name, time.time()),
                 )
-                log.info("ledger schema migrated to %s", name)
+                log.debug("ledger schema migrated to %s", name)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
