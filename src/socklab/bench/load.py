@@ -1,0 +1,563 @@
+"""The load generator's engine: many connections on one event loop, in one process.
+
+How this works: every connection is an ``asyncio.Protocol`` (callbacks, no task per
+connection and no stream objects: the load generator must cost less than the server it
+measures). A connection keeps ``pipeline`` requests in flight; each reply is checked
+against the probe that asked for it (see ``scenarios``), timed, and immediately replaced
+by the next request, all requests of one ``data_received`` going out in one write.
+Latencies (ns) are appended to one array per process; a timer drains it into a
+``LatencyHistogram`` a few times a second, checks for overdue replies and reports
+progress.
+
+A wrong reply, an error reply, a reply that never comes (``timeout_s``) or a connection the
+server drops with requests in flight are errors. A lab or unparseable stream cannot be
+resynchronised after a wrong reply, so that connection is closed and opened again; a
+line-based stream just goes on. Errors are counted by kind.
+
+The phases: connect every connection (and send its setup probes) -> report ready -> wait
+for the start time -> warm up (nothing counted) -> measure for ``duration_s`` -> stop
+sending and close. Requests still in flight at the end are neither counted nor errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from array import array
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from socklab.bench.histogram import LatencyHistogram
+from socklab.bench.scenarios import Probe, ProbeSource, Scenario, reply_fields
+from socklab.wire.framing import Dialect
+
+TICK_S = 0.2
+_clock_ns = time.perf_counter_ns
+RECONNECT_DELAY_S = 0.1
+
+
+class BenchError(Exception):
+    """The benchmark could not run (nothing to connect to, a worker died)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadPlan:
+    """What one process does: which connections, how hard, for how long."""
+
+    host: str
+    port: int
+    dialect: Dialect
+    connections: int
+    pipeline: int
+    warmup_s: float
+    duration_s: float
+    timeout_s: float = 10.0
+    first_index: int = 0
+    """Index of this process's first connection (so processes send different payloads)."""
+
+
+@dataclass(slots=True)
+class LoadResult:
+    """What one process measured in the measurement window."""
+
+    requests: int
+    errors: dict[str, int]
+    histogram: LatencyHistogram
+    window_s: float
+    cpu_s: float
+    connections: int
+    began_at: float = 0.0
+    """``time.monotonic()`` when the measurement window opened (one clock for all processes)."""
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "errors": dict(self.errors),
+            "histogram": self.histogram.to_dict(),
+            "window_s": self.window_s,
+            "cpu_s": self.cpu_s,
+            "connections": self.connections,
+            "began_at": self.began_at,
+        }
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> LoadResult:
+        return cls(
+            requests=int(data["requests"]),
+            errors={str(k): int(v) for k, v in data["errors"].items()},
+            histogram=LatencyHistogram.from_dict(data["histogram"]),
+            window_s=float(data["window_s"]),
+            cpu_s=float(data["cpu_s"]),
+            connections=int(data["connections"]),
+            began_at=float(data["began_at"]),
+        )
+
+
+@dataclass(slots=True)
+class Progress:
+    """A snapshot for a progress bar: the phase and the counts so far in it."""
+
+    phase: str  # "warmup" | "measure" | "done"
+    requests: int
+    errors: int
+
+
+class Reporter:
+    """How a ``LoadGenerator`` talks to whoever started it (in-process: nothing to do)."""
+
+    def ready(self) -> None:
+        """Every connection is open and set up."""
+
+    async def wait_start(self) -> float:
+        """The ``time.monotonic()`` at which to start sending."""
+        return time.monotonic()
+
+    def progress(self, progress: Progress) -> None:
+        """Called every ``TICK_S`` while the load runs."""
+
+
+@dataclass(slots=True)
+class _Stats:
+    samples: array[int] = field(default_factory=lambda: array("q"))
+    histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def error(self, kind: str, n: int = 1) -> None:
+        if n > 0:
+            self.errors[kind] = self.errors.get(kind, 0) + n
+
+    def drain(self) -> None:
+        if self.samples:
+            self.histogram.record_many(self.samples)
+            del self.samples[:]
+
+    def reset(self) -> None:
+        del self.samples[:]
+        self.histogram = LatencyHistogram()
+        self.errors.clear()
+
+    @property
+    def requests(self) -> int:
+        return self.histogram.count + len(self.samples)
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+
+# In flight: (sent at, expected reply bytes or None, probe, request id).
+_InFlight = tuple[int, bytes | None, Probe, int]
+
+
+class BenchConnection(asyncio.Protocol):
+    """One connection of the load generator; subclasses parse one dialect's replies."""
+
+    def __init__(self, gen: LoadGenerator, index: int, source: ProbeSource) -> None:
+        self.gen = gen
+        self.index = index
+        self.source = source
+        self.transport: asyncio.Transport | None = None
+        self.inflight: deque[_InFlight] = deque()
+        self.buffer = b""
+        self.setup: deque[Probe] = deque(source.setup)
+        self.is_setting_up = bool(self.setup)
+        self.is_failed = False
+        self.is_lost = False
+        self.set_up: asyncio.Future[None] = gen.loop.create_future()
+        self.pipeline = gen.plan.pipeline
+        self._record = gen.stats.samples.append
+        self._ids = 0
+
+    # -- asyncio.Protocol -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        if self.setup:
+            self._send_setup()
+        else:
+            self.set_up.set_result(None)
+            if self.gen.is_running:
+                self.start()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.is_lost = True
+        if not self.is_failed and self.gen.is_running:
+            self.gen.stats.error("disconnected", max(1, len(self.inflight)))
+        self.inflight.clear()
+        if not self.set_up.done():
+            self.set_up.set_exception(BenchError("the server closed the connection during setup"))
+        self.gen.connection_lost(self)
+
+    # -- sending --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Fill the pipeline."""
+        if not self.is_setting_up and not self.is_failed:
+            self.send(self.pipeline - len(self.inflight), _clock_ns())
+
+    def send(self, n: int, now: int) -> None:
+        if n <= 0 or self.transport is None:
+            return
+        next_probe = self.source.next
+        encode = self.encode
+        inflight = self.inflight
+        if n == 1:
+            probe = next_probe()
+            data, expected = encode(probe)
+            inflight.append((now, expected, probe, self._ids))
+            self.transport.write(data)
+            return
+        parts = []
+        for _ in range(n):
+            probe = next_probe()
+            chunk, expected = encode(probe)
+            parts.append(chunk)
+            inflight.append((now, expected, probe, self._ids))
+        self.transport.write(b"".join(parts))
+
+    def encode(self, probe: Probe) -> tuple[bytes, bytes | None]:
+        """The bytes to send for ``probe`` and the exact reply expected (``None``: unknown)."""
+        return probe.request, probe.reply
+
+    def _send_setup(self) -> None:
+        probe = self.setup.popleft()
+        data, expected = self.encode(probe)
+        self.inflight.append((time.perf_counter_ns(), expected, probe, self._ids))
+        assert self.transport is not None
+        self.transport.write(data)
+
+    # -- receiving ------------------------------------------------------------------------
+
+    def completed(self, ok: int, now: int) -> None:
+        """``ok`` replies were complete (right or wrong): refill the pipeline."""
+        if self.is_setting_up:
+            if self.setup:
+                self._send_setup()
+            else:
+                self.is_setting_up = False
+                if not self.set_up.done():
+                    self.set_up.set_result(None)
+                if self.gen.is_running:
+                    self.start()
+            return
+        if self.gen.is_running:
+            self.send(self.pipeline - len(self.inflight), now)
+
+    def judge(self, reply: bytes, entry: _InFlight) -> bool:
+        """Whether ``reply`` (a full reply, line terminator included) is right for ``entry``."""
+        raise NotImplementedError
+
+    def wrong(self, kind: str) -> None:
+        """A reply was wrong; line-based streams go on, others call ``fail``."""
+        self.gen.stats.error(kind)
+
+    def fail(self, kind: str) -> None:
+        """Count every request in flight as an error of ``kind`` and reconnect."""
+        if self.is_failed:
+            return
+        self.is_failed = True
+        self.gen.stats.error(kind, max(1, len(self.inflight)))
+        self.inflight.clear()
+        if self.is_setting_up and not self.set_up.done():
+            self.set_up.set_exception(BenchError(f"setup failed: {kind}"))
+        if self.transport is not None:
+            self.transport.abort()
+
+    def close(self) -> None:
+        self.is_failed = True  # nothing in flight now is an error: the run is over
+        if self.transport is not None:
+            self.transport.close()
+
+
+class LineConnection(BenchConnection):
+    """``line`` and ``json``: replies end with ``\\n``; a wrong one does not desync the stream."""
+
+    def data_received(self, data: bytes) -> None:
+        now = _clock_ns()
+        inflight = self.inflight
+        if not self.buffer and inflight and data == inflight[0][1]:
+            # The common case: exactly the one reply expected.
+            if self.is_setting_up:
+                inflight.popleft()
+                self.completed(1, now)
+                return
+            self._record(now - inflight.popleft()[0])
+            if self.gen.is_running:
+                self.send(self.pipeline - len(inflight), now)
+            return
+        buffer = self.buffer + data if self.buffer else data
+        start = 0
+        done = 0
+        record = self._record
+        while (end := buffer.find(b"\n", start)) >= 0:
+            line = buffer[start : end + 1]
+            start = end + 1
+            if not inflight:
+                self.fail("unexpected_reply")
+                return
+            entry = inflight.popleft()
+            done += 1
+            if line == entry[1] or self.judge(line, entry):
+                if not self.is_setting_up:
+                    record(now - entry[0])
+            else:
+                self.wrong(self.error_kind(line))
+                if self.is_failed:
+                    return
+        self.buffer = buffer[start:] if start < len(buffer) else b""
+        if done:
+            self.completed(done, now)
+
+    def error_kind(self, line: bytes) -> str:
+        return "error_reply" if line.startswith(b"ERROR ") else "wrong_reply"
+
+    def wrong(self, kind: str) -> None:
+        if self.is_setting_up:
+            self.fail("setup_" + kind)
+        else:
+            self.gen.stats.error(kind)
+
+    def judge(self, reply: bytes, entry: _InFlight) -> bool:
+        accept = entry[2].accept
+        if accept is None:
+            return False
+        try:
+            return bool(accept(reply[:-1].rstrip(b"\r").decode("utf-8")))
+        except (UnicodeDecodeError, ValueError):
+            return False
+
+
+class JsonConnection(LineConnection):
+    """The json dialect: numbered requests, replies in order, judged by meaning if need be."""
+
+    def encode(self, probe: Probe) -> tuple[bytes, bytes | None]:
+        self._ids += 1
+        rid = self._ids
+        request = b'{"id":%d,%b' % (rid, probe.request)
+        if probe.reply is None:
+            return request, None
+        return request, b'{"id":%d,%b' % (rid, probe.reply)
+
+    def error_kind(self, line: bytes) -> str:
+        return "error_reply" if b'"ok":false' in line else "wrong_reply"
+
+    def judge(self, reply: bytes, entry: _InFlight) -> bool:
+        try:
+            value = json.loads(reply)
+        except ValueError:
+            return False
+        if (
+            not isinstance(value, dict)
+            or value.get("id") != entry[3]
+            or value.get("ok") is not True
+        ):
+            return False
+        probe = entry[2]
+        for key, expected in reply_fields(probe).items():
+            if value.get(key) != expected:
+                return False
+        return probe.accept is None or bool(probe.accept(value))
+
+
+class LabConnection(BenchConnection):
+    """The lab dialect: raw replies, delimited only by knowing each one's bytes."""
+
+    def data_received(self, data: bytes) -> None:
+        now = _clock_ns()
+        inflight = self.inflight
+        if not self.buffer and inflight and data == inflight[0][1]:
+            # The common case: exactly the one reply expected.
+            self._record(now - inflight.popleft()[0])
+            if self.gen.is_running:
+                self.send(self.pipeline - len(inflight), now)
+            return
+        buffer = self.buffer + data if self.buffer else data
+        done = 0
+        record = self._record
+        while inflight:
+            expected = inflight[0][1]
+            assert expected is not None  # lab probes always know their reply
+            size = len(expected)
+            if len(buffer) < size:
+                break
+            if buffer[:size] != expected:
+                self.fail(self.error_kind(buffer))
+                return
+            record(now - inflight.popleft()[0])
+            buffer = buffer[size:]
+            done += 1
+        if buffer and not (inflight and (inflight[0][1] or b"").startswith(buffer)):
+            # Bytes no request explains: the stream is out of step; start again.
+            self.fail(self.error_kind(buffer) if inflight else "unexpected_reply")
+            return
+        self.buffer = buffer
+        if done:
+            self.completed(done, now)
+
+    def error_kind(self, data: bytes) -> str:
+        return "error_reply" if data.startswith(b"ERROR ") else "wrong_reply"
+
+
+_CONNECTIONS: dict[Dialect, type[BenchConnection]] = {
+    Dialect.JSON: JsonConnection,
+    Dialect.LINE: LineConnection,
+    Dialect.LAB: LabConnection,
+}
+
+
+class LoadGenerator:
+    """Runs a ``LoadPlan`` of one ``Scenario`` on the running loop."""
+
+    def __init__(
+        self, scenario: Scenario, plan: LoadPlan, reporter: Reporter | None = None
+    ) -> None:
+        scenario.check_dialect(plan.dialect)
+        self.scenario = scenario
+        self.plan = plan
+        self.reporter = reporter or Reporter()
+        self.loop = asyncio.get_running_loop()
+        self.stats = _Stats()
+        self.is_running = False
+        self.connections: dict[int, BenchConnection] = {}
+        self._phase = "warmup"
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timeout_ns = int(plan.timeout_s * 1e9)
+
+    async def run(self) -> LoadResult:
+        """Connect, wait for the start, warm up, measure, close. Raises ``BenchError`` if the
+        first connections cannot be opened or set up."""
+        plan = self.plan
+        await self._connect_all()
+        self.reporter.ready()
+        start_at = await self.reporter.wait_start()
+        await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+        ticker = self.loop.create_task(self._tick_forever())
+        try:
+            self.is_running = True
+            for conn in list(self.connections.values()):
+                conn.start()
+            await asyncio.sleep(max(0.0, start_at + plan.warmup_s - time.monotonic()))
+            # The warm-up is over: forget it.
+            self.stats.reset()
+            self._phase = "measure"
+            began = time.monotonic()
+            cpu_began = time.process_time()
+            await asyncio.sleep(max(0.0, start_at + plan.warmup_s + plan.duration_s - began))
+            self.is_running = False
+            ended = time.monotonic()
+            cpu_ended = time.process_time()
+            self.stats.drain()
+            self._phase = "done"
+        finally:
+            self.is_running = False
+            ticker.cancel()
+            await self._close_all()
+        self.reporter.progress(Progress("done", self.stats.histogram.count, self.stats.error_count))
+        return LoadResult(
+            requests=self.stats.histogram.count,
+            errors=dict(self.stats.errors),
+            histogram=self.stats.histogram,
+            window_s=ended - began,
+            cpu_s=cpu_ended - cpu_began,
+            began_at=began,
+            connections=plan.connections,
+        )
+
+    # -- connections ----------------------------------------------------------------------
+
+    async def _connect_all(self) -> None:
+        results = await asyncio.gather(
+            *(self._open(index) for index in range(self.plan.connections)),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                await self._close_all()
+                if isinstance(result, BenchError):
+                    raise result
+                where = f"{self.plan.host}:{self.plan.port}"
+                reason = getattr(result, "strerror", None) or str(result) or type(result).__name__
+                raise BenchError(f"cannot connect to {where}: {reason}") from result
+
+    async def _open(self, index: int) -> None:
+        """Open connection ``index`` and run its setup; it counts as open only after that."""
+        plan = self.plan
+        source = self.scenario.source(plan.dialect, plan.first_index + index)
+        cls = _CONNECTIONS[plan.dialect]
+        _, conn = await self.loop.create_connection(
+            lambda: cls(self, index, source), plan.host, plan.port
+        )
+        try:
+            await asyncio.wait_for(conn.set_up, plan.timeout_s)
+        except BaseException:
+            conn.is_failed = True
+            if conn.transport is not None:
+                conn.transport.abort()
+            raise
+        self.connections[index] = conn
+
+    def connection_lost(self, conn: BenchConnection) -> None:
+        if self.is_running and self.connections.get(conn.index) is conn:
+            del self.connections[conn.index]
+            self._spawn(self._reopen(conn.index))
+
+    async def _reopen(self, index: int) -> None:
+        await asyncio.sleep(RECONNECT_DELAY_S)
+        while self.is_running:
+            try:
+                await self._open(index)
+            except (OSError, BenchError, TimeoutError):
+                self.stats.error("connect")
+                await asyncio.sleep(RECONNECT_DELAY_S)
+            else:
+                return
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _close_all(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        conns = list(self.connections.values())
+        for conn in conns:
+            conn.close()
+        # Give the transports one turn of the loop to send their FIN.
+        await asyncio.sleep(0)
+
+    # -- the timer ------------------------------------------------------------------------
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            self._tick()
+
+    def _tick(self) -> None:
+        stats = self.stats
+        stats.drain()
+        now = time.perf_counter_ns()
+        for conn in list(self.connections.values()):
+            if conn.inflight and now - conn.inflight[0][0] > self._timeout_ns:
+                conn.fail("timeout")
+        self.reporter.progress(Progress(self._phase, stats.histogram.count, stats.error_count))
+
+
+def run_load(
+    scenario: Scenario,
+    plan: LoadPlan,
+    reporter: Reporter | None = None,
+    *,
+    runner: Callable[[Callable[[], Awaitable[LoadResult]]], LoadResult] | None = None,
+) -> LoadResult:
+    """Run ``plan`` on a fresh event loop (uvloop when installed) and return what it measured."""
+    from socklab.server.runtime import run
+
+    async def main() -> LoadResult:
+        return await LoadGenerator(scenario, plan, reporter).run()
+
+    result: LoadResult = (runner or run)(main)
+    return result
