@@ -9,6 +9,7 @@ import click
 from socklab import __version__
 from socklab.cli.atm import atm
 from socklab.cli.bank import bank
+from socklab.cli.bench import bench
 from socklab.cli.demo import demo
 from socklab.cli.exchange import exchange
 from socklab.cli.serve import serve
@@ -26,6 +27,7 @@ def cli() -> None:
 
 cli.add_command(serve)
 cli.add_command(exchange)
+cli.add_command(bench)
 cli.add_command(atm)
 cli.add_command(bank)
 cli.add_command(demo)
