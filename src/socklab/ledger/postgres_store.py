@@ -1,0 +1,419 @@
+"""The PostgreSQL ledger's SQL: async functions of a connection, no pool, no writer.
+
+``socklab.ledger.postgres`` calls them with pooled connections (autocommit mode: one
+statement is one transaction unless the caller opens one). The schema and the posting
+logic live in ``schema_pg/NNNN_name.sql``; read the header comment of 0001 first.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from importlib import resources
+from typing import Any, LiteralString
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import TupleRow
+
+from socklab.errors import REJECTIONS, KeyReused, RequestRejected, StorageError
+from socklab.ledger.base import (
+    DEMO_BALANCE_CENTS,
+    DEMO_NAMES,
+    Account,
+    KeyedRequest,
+    Posting,
+    Receipt,
+    Stats,
+    VerifyReport,
+    fits_int64,
+)
+from socklab.ledger.sqlite_store import VAULT_ID, locked_error, wrong_pin
+
+log = logging.getLogger(__name__)
+
+Conn = AsyncConnection[TupleRow]
+
+MIGRATION_LOCK = 0x736F636B
+"""First key of the migrations' advisory lock (the second is the schema's hash)."""
+_PROBLEM_EXAMPLES = 10
+_KEY_REUSED = "this idempotency key was used for a different request"
+
+
+# --- connections and migrations -----------------------------------------------------
+
+
+def describe_dsn(dsn: str) -> str:
+    """``dsn`` for messages and logs: user, host, port, database; never the password."""
+    try:
+        parts = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "postgresql (unparsable connection string)"
+    host = parts.get("host") or "local socket"
+    port = f":{parts['port']}" if parts.get("port") else ""
+    user = f"{parts['user']}@" if parts.get("user") else ""
+    return f"postgresql://{user}{host}{port}/{parts.get('dbname') or ''}"
+
+
+async def configure(conn: Conn) -> None:
+    """Settings of every connection. Raises ``psycopg.Error``."""
+    # An acknowledged posting must survive a crash, whatever the server's default.
+    await conn.execute("SET synchronous_commit = on")
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, file name, sql) of every ``schema_pg/NNNN_name.sql``, in order."""
+    found = []
+    for item in resources.files("socklab.ledger").joinpath("schema_pg").iterdir():
+        if item.name.endswith(".sql"):
+            version = int(item.name.partition("_")[0])
+            found.append((version, item.name, item.read_text(encoding="utf-8")))
+    found.sort()
+    if [version for version, _, _ in found] != list(range(1, len(found) + 1)):
+        raise StorageError("schema migrations must be numbered 0001, 0002, ... without gaps")
+    return found
+
+
+async def migrate(conn: Conn) -> int:
+    """Apply pending migrations in order, all in one transaction. Returns the version.
+
+    The tables go into the first schema of the connection's ``search_path``. Raises
+    ``StorageError`` (no schema to use, a database newer than this code), ``psycopg.Error``.
+    """
+    known = migrations()
+    async with conn.transaction():
+        (schema,) = await fetchone(conn, "SELECT current_schema()")
+        if schema is None:
+            raise StorageError("no schema to create the ledger in: check the search_path")
+        # Processes starting at once wait here, and the later ones find the work done.
+        # The lock is per schema: ledgers in other schemas of the database do not wait.
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))", (MIGRATION_LOCK,)
+        )
+        (exists,) = await fetchone(conn, "SELECT to_regclass('schema_migrations') IS NOT NULL")
+        if not exists:
+            await conn.execute(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,"
+                " name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
+            )
+        cur = await conn.execute("SELECT version FROM schema_migrations")
+        applied = {version for (version,) in await cur.fetchall()}
+        for version, name, sql in known:
+            if version in applied:
+                continue
+            # No parameters: psycopg sends the file as one simple query (many statements).
+            await conn.execute(sql.encode("utf-8"))
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)",
+                (version, name, time.time()),
+            )
+            log.info("ledger schema migrated to %s", name)
+            applied.add(version)
+    current = max(applied, default=0)
+    if current > len(known):
+        raise StorageError(f"the database has schema version {current}, newer than this code")
+    return current
+
+
+async def fetchone(conn: Conn, query: LiteralString, params: Sequence[Any] = ()) -> Any:
+    cur = await conn.execute(query, params)
+    return await cur.fetchone()
+
+
+# --- money --------------------------------------------------------------------------
+
+_POST_BATCH: LiteralString = (
+    "SELECT outcome, posting_id, balance_after, rejection_code, rejection_message"
+    " FROM socklab_post_batch(%s::text[], %s::text[], %s::text[], %s::bigint[],"
+    " %s::bigint[], %s::bigint[], %s::text[], %s::text[], %s, %s)"
+)
+
+
+async def post_batch(
+    conn: Conn, requests: Sequence[tuple[KeyedRequest, RequestRejected | None]], failures: int
+) -> list[Receipt | RequestRejected]:
+    """Post ``requests`` (each with its ``precheck`` verdict) in order, and count
+    ``failures`` transient failures, in one statement (so one transaction in autocommit
+    mode). Returns each request's outcome: a stored rejection is returned, not raised.
+
+    Raises ``psycopg.Error``: the whole batch is then rolled back.
+    """
+    columns: list[list[Any]] = [[] for _ in range(8)]
+    for req, rejection in requests:
+        # Prechecked: a value that does not fit in 64 bits comes with a rejection, and
+        # is stored as NULL (the fingerprint keeps it).
+        row = (
+            req.key, req.fingerprint, req.op, _int64_or_none(req.account),
+            _int64_or_none(req.counterparty), _int64_or_none(req.amount_cents),
+            None if rejection is None else rejection.code,
+            None if rejection is None else rejection.message,
+        )  # fmt: skip
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    cur = await conn.execute(_POST_BATCH, (*columns, failures, time.time()))
+    rows = await cur.fetchall()
+    return [_outcome(req, row) for (req, _), row in zip(requests, rows, strict=True)]
+
+
+def _outcome(req: KeyedRequest, row: TupleRow) -> Receipt | RequestRejected:
+    outcome, posting_id, balance, code, message = row
+    if outcome == "key_reused":
+        return KeyReused(_KEY_REUSED)
+    if code is not None:
+        return REJECTIONS[code](message)
+    return Receipt(
+        req.key, req.op, req.account, req.counterparty, req.amount_cents, balance,
+        posting_id, replayed=outcome == "replayed",
+    )  # fmt: skip
+
+
+def _int64_or_none(value: object) -> int | None:
+    return value if fits_int64(value) else None  # type: ignore[return-value]
+
+
+def is_statement_error(exc: psycopg.Error) -> bool:
+    """Whether the server refused a statement (so rolled its transaction back) for its
+    data: a data exception, an integrity violation, an error raised by PL/pgSQL."""
+    return exc.sqlstate is not None and exc.sqlstate[:2] in ("22", "23", "P0")
+
+
+# --- accounts and logins ------------------------------------------------------------
+
+
+async def create_account(
+    conn: Conn, account: int | None, name: str, pin_hash: str, deposit_cents: int, now: float
+) -> Account:
+    """Insert a customer (``account=None``: the next id) with an opening deposit."""
+    (account_id,) = await fetchone(
+        conn,
+        "SELECT socklab_open_account(%s, %s, %s, %s, %s)",
+        (account, name, pin_hash, deposit_cents, now),
+    )
+    return Account(account_id, name, deposit_cents)
+
+
+async def create_demo_accounts(conn: Conn, pin_hashes: Sequence[str], now: float) -> bool:
+    """The seed's accounts 1, 2, 3 on a ledger with no customers. Returns whether it
+    created them. Run it in a transaction."""
+    # Writers wait (plain reads do not) until the commit, so that a concurrent
+    # open_account cannot take id 1 first and two processes cannot both do this.
+    await conn.execute("LOCK TABLE accounts IN EXCLUSIVE MODE")
+    if await has_customers(conn):
+        return False
+    for number, (name, pin_hash) in enumerate(zip(DEMO_NAMES, pin_hashes, strict=True), 1):
+        await create_account(conn, number, name, pin_hash, DEMO_BALANCE_CENTS, now)
+    # Explicit ids do not move the identity sequence: move it past them.
+    await conn.execute(
+        "SELECT setval(pg_get_serial_sequence('accounts', 'id'), (SELECT max(id) FROM accounts))"
+    )
+    return True
+
+
+async def has_customers(conn: Conn) -> bool:
+    row = await fetchone(conn, "SELECT 1 FROM accounts WHERE kind = 'customer' LIMIT 1")
+    return row is not None
+
+
+async def settle_login(
+    conn: Conn,
+    account: int,
+    checked_hash: str,
+    is_match: bool,
+    *,
+    max_failed_logins: int,
+    lockout_s: float,
+    now: float,
+) -> Account | RequestRejected:
+    """Apply the verdict of a PIN check made against ``checked_hash``. Run it in a
+    transaction: it holds the account's row lock until the commit, so concurrent attempts
+    (from any process) are counted in turn, and none succeeds once the failures before it
+    have locked the account. (``sqlite_store.settle_login``, in PostgreSQL.)"""
+    row = await fetchone(
+        conn,
+        "SELECT name, balance_cents, pin_hash, failed_logins, locked_until FROM accounts"
+        " WHERE id = %s AND kind = 'customer' FOR UPDATE",
+        (account,),
+    )
+    if row is None:
+        return wrong_pin()
+    name, balance, pin_hash, failed_logins, locked_until = row
+    if locked_until > now:
+        return locked_error(locked_until, now)
+    if pin_hash != checked_hash:  # the PIN changed while this attempt was being checked
+        return wrong_pin()
+    if is_match:
+        if failed_logins:
+            await conn.execute(
+                "UPDATE accounts SET failed_logins = 0, locked_until = 0 WHERE id = %s",
+                (account,),
+            )
+        return Account(account, name, balance)
+    failed_logins += 1
+    if failed_logins >= max_failed_logins:
+        await conn.execute(
+            "UPDATE accounts SET failed_logins = 0, locked_until = %s WHERE id = %s",
+            (now + lockout_s, account),
+        )
+        log.warning(
+            "account %s locked for %.0f s after %d failed logins", account, lockout_s, failed_logins
+        )
+    else:
+        await conn.execute(
+            "UPDATE accounts SET failed_logins = %s WHERE id = %s", (failed_logins, account)
+        )
+    return wrong_pin()
+
+
+async def set_pin_hash(conn: Conn, account: int, pin_hash: str) -> None:
+    await conn.execute(
+        "UPDATE accounts SET pin_hash = %s, failed_logins = 0 WHERE id = %s", (pin_hash, account)
+    )
+
+
+# --- reads --------------------------------------------------------------------------
+
+
+async def login_state(conn: Conn, account: int) -> tuple[str | None, float] | None:
+    """(PIN hash, locked until) of a customer, or None."""
+    row = await fetchone(
+        conn,
+        "SELECT pin_hash, locked_until FROM accounts WHERE id = %s AND kind = 'customer'",
+        (account,),
+    )
+    return None if row is None else (row[0], row[1])
+
+
+async def get_account(conn: Conn, account: int) -> Account | None:
+    row = await fetchone(
+        conn,
+        "SELECT id, name, balance_cents FROM accounts WHERE id = %s AND kind = 'customer'",
+        (account,),
+    )
+    return None if row is None else Account(*row)
+
+
+async def list_accounts(conn: Conn) -> list[Account]:
+    cur = await conn.execute(
+        "SELECT id, name, balance_cents FROM accounts WHERE kind = 'customer' ORDER BY id"
+    )
+    return [Account(*row) for row in await cur.fetchall()]
+
+
+async def statement(conn: Conn, account: int, limit: int) -> list[Posting] | None:
+    """The newest ``limit`` postings of a customer, newest first; None if unknown."""
+    # One statement, so one snapshot: the account (no row: unknown) and its newest
+    # postings (one row of NULLs: none).
+    cur = await conn.execute(
+        "SELECT p.* FROM accounts a LEFT JOIN LATERAL ("
+        " SELECT e.request_id, r.op, e.amount_cents, e.balance_after_cents,"
+        " CASE WHEN r.account_id = e.account_id THEN r.counterparty_id"
+        " ELSE r.account_id END, r.key, r.created_at"
+        " FROM entries e JOIN requests r ON r.id = e.request_id"
+        " WHERE e.account_id = a.id ORDER BY e.request_id DESC LIMIT %s"
+        ") p ON true WHERE a.id = %s AND a.kind = 'customer'",
+        (limit, account),
+    )
+    rows = await cur.fetchall()
+    if not rows:
+        return None
+    return [Posting(*row) for row in rows if row[0] is not None]
+
+
+_STATS: LiteralString = (
+    "SELECT COALESCE(SUM(successful), 0)::bigint, COALESCE(SUM(failed), 0)::bigint FROM stats"
+)
+
+
+async def read_stats(conn: Conn) -> Stats:
+    """The sum of the stats shards."""
+    successful, failed = await fetchone(conn, _STATS)
+    return Stats(successful + failed, successful, failed)
+
+
+async def verify(conn: Conn) -> VerifyReport:
+    """Re-derive every balance from the journal and check the ledger's invariants (those
+    of ``sqlite_store.verify``). Run it in a REPEATABLE READ transaction: one snapshot."""
+    problems: list[str] = []
+
+    async def check(sql: LiteralString, describe: Callable[[Any], str]) -> None:
+        cur = await conn.execute(sql + " LIMIT %s", (_PROBLEM_EXAMPLES + 1,))
+        rows = await cur.fetchall()
+        problems.extend(describe(row) for row in rows[:_PROBLEM_EXAMPLES])
+        if len(rows) > _PROBLEM_EXAMPLES:
+            problems.append("... and more like the one above")
+
+    per_posting: LiteralString = (
+        "WITH p AS (SELECT request_id, COUNT(*) AS n, SUM(amount_cents) AS total,"
+        " SUM(GREATEST(amount_cents, 0)) AS moved FROM entries GROUP BY request_id) "
+    )
+    vault = await fetchone(conn, "SELECT kind FROM accounts WHERE id = %s", (VAULT_ID,))
+    if vault is None or vault[0] != "system":
+        problems.append("the vault (account 0) is missing")
+    await check(
+        "SELECT a.id, a.balance_cents, COALESCE(SUM(e.amount_cents), 0) AS derived"
+        " FROM accounts a LEFT JOIN entries e ON e.account_id = a.id"
+        " WHERE a.kind = 'customer' GROUP BY a.id"
+        " HAVING a.balance_cents IS DISTINCT FROM COALESCE(SUM(e.amount_cents), 0)",
+        lambda r: f"account {r[0]}: balance {r[1]}, but its journal sums to {r[2]}",
+    )
+    await check(
+        "SELECT id, balance_cents FROM accounts"
+        " WHERE kind = 'customer' AND NOT COALESCE(balance_cents >= 0, false)",
+        lambda r: f"account {r[0]}: negative balance {r[1]}",
+    )
+    await check(
+        "SELECT account_id, request_id, balance_after_cents, running FROM ("
+        " SELECT e.account_id, e.request_id, e.balance_after_cents, SUM(e.amount_cents)"
+        " OVER (PARTITION BY e.account_id ORDER BY e.request_id) AS running"
+        " FROM entries e JOIN accounts a ON a.id = e.account_id AND a.kind = 'customer') j"
+        " WHERE running IS DISTINCT FROM balance_after_cents",
+        lambda r: f"account {r[0]}, posting {r[1]}: balance after {r[2]}, journal says {r[3]}",
+    )
+    await check(
+        "SELECT e.account_id, e.request_id FROM entries e"
+        " LEFT JOIN accounts a ON a.id = e.account_id WHERE a.id IS NULL",
+        lambda r: f"posting {r[1]}: journal entry for a missing account {r[0]}",
+    )
+    await check(
+        per_posting + "SELECT r.id, r.error_code, COALESCE(p.n, 0), p.total, p.moved,"
+        " r.amount_cents FROM requests r LEFT JOIN p ON p.request_id = r.id"
+        " WHERE (r.error_code IS NULL AND (COALESCE(p.n, 0) != 2 OR p.total != 0"
+        " OR p.moved IS DISTINCT FROM r.amount_cents))"
+        " OR (r.error_code IS NOT NULL AND p.n > 0)",
+        lambda r: (
+            f"posting {r[0]}: {r[2]} journal entries summing to {r[3]} and moving"
+            f" {r[4]} for an amount of {r[5]}" + (f" (rejected: {r[1]})" if r[1] else "")
+        ),
+    )
+    await check(
+        per_posting + "SELECT p.request_id FROM p LEFT JOIN requests r"
+        " ON r.id = p.request_id WHERE r.id IS NULL",
+        lambda r: f"journal entries for a missing posting {r[0]}",
+    )
+    (journal_total,) = await fetchone(conn, "SELECT COALESCE(SUM(amount_cents), 0) FROM entries")
+    if journal_total != 0:
+        problems.append(f"money is not conserved: the journal sums to {journal_total}")
+    customers, customer_cents = await fetchone(
+        conn,
+        "SELECT COUNT(*), COALESCE(SUM(balance_cents), 0) FROM accounts WHERE kind = 'customer'",
+    )
+    postings, keyed_ok, rejected = await fetchone(
+        conn,
+        "SELECT COUNT(*) FILTER (WHERE error_code IS NULL),"
+        " COUNT(*) FILTER (WHERE error_code IS NULL AND key IS NOT NULL),"
+        " COUNT(*) FILTER (WHERE error_code IS NOT NULL) FROM requests",
+    )
+    stats = await read_stats(conn)
+    if stats.successful != keyed_ok:
+        problems.append(f"stats: {stats.successful} successful, but {keyed_ok} postings")
+    if stats.failed < rejected:
+        problems.append(f"stats: {stats.failed} failed, but {rejected} stored rejections")
+    return VerifyReport(
+        ok=not problems,
+        problems=tuple(problems),
+        accounts=int(customers),
+        postings=int(postings),
+        total_cents=int(customer_cents),
+    )
