@@ -55,6 +55,9 @@ class LoadPlan:
     warmup_s: float
     duration_s: float
     timeout_s: float = 10.0
+    batch: bool = False
+    """Send ``pipeline`` requests, wait for every reply, repeat (redis-benchmark's ``-P``);
+    by default a new request goes out as soon as any reply comes back."""
     first_index: int = 0
     """Index of this process's first connection (so processes send different payloads)."""
 
@@ -168,6 +171,9 @@ class BenchConnection(asyncio.Protocol):
         self.is_lost = False
         self.set_up: asyncio.Future[None] = gen.loop.create_future()
         self.pipeline = gen.plan.pipeline
+        # Top up when this many or fewer are in flight: at once (window), or once the
+        # whole batch is answered (batch).
+        self.refill_at = 0 if gen.plan.batch else self.pipeline - 1
         self._record = gen.stats.samples.append
         self._ids = 0
 
@@ -243,7 +249,7 @@ class BenchConnection(asyncio.Protocol):
                 if self.gen.is_running:
                     self.start()
             return
-        if self.gen.is_running:
+        if self.gen.is_running and len(self.inflight) <= self.refill_at:
             self.send(self.pipeline - len(self.inflight), now)
 
     def judge(self, reply: bytes, entry: _InFlight) -> bool:
@@ -285,7 +291,7 @@ class LineConnection(BenchConnection):
                 self.completed(1, now)
                 return
             self._record(now - inflight.popleft()[0])
-            if self.gen.is_running:
+            if self.gen.is_running and len(inflight) <= self.refill_at:
                 self.send(self.pipeline - len(inflight), now)
             return
         buffer = self.buffer + data if self.buffer else data
@@ -371,7 +377,7 @@ class LabConnection(BenchConnection):
         if not self.buffer and inflight and data == inflight[0][1]:
             # The common case: exactly the one reply expected.
             self._record(now - inflight.popleft()[0])
-            if self.gen.is_running:
+            if self.gen.is_running and len(inflight) <= self.refill_at:
                 self.send(self.pipeline - len(inflight), now)
             return
         buffer = self.buffer + data if self.buffer else data

@@ -41,6 +41,7 @@ class BenchSettings:
     dialect: Dialect = Dialect.JSON
     connections: int = 50
     pipeline: int = 1
+    batch: bool = False
     duration_s: float = 5.0
     warmup_s: float = 1.0
     processes: int = 1
@@ -100,6 +101,7 @@ class BenchResult:
             "port": self.port,
             "connections": s.connections,
             "pipeline": s.pipeline,
+            "batch": s.batch,
             "processes": s.processes,
             "digits": s.options.digits,
             "warmup_s": s.warmup_s,
@@ -185,6 +187,7 @@ def _plans(settings: BenchSettings, port: int) -> list[LoadPlan]:
                 dialect=settings.dialect,
                 connections=count,
                 pipeline=settings.pipeline,
+                batch=settings.batch,
                 warmup_s=settings.warmup_s,
                 duration_s=settings.duration_s,
                 timeout_s=settings.timeout_s,

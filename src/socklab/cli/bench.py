@@ -43,6 +43,12 @@ from socklab.wire.framing import Dialect
     help="Requests in flight per connection.",
 )
 @click.option(
+    "--batch",
+    is_flag=True,
+    help="Send --pipeline requests, wait for all their replies, repeat (like redis-benchmark "
+    "-P). Default: a new request as soon as any reply arrives.",
+)
+@click.option(
     "--dialect",
     type=click.Choice([d.value for d in Dialect]),
     default=Dialect.JSON.value,
@@ -83,6 +89,7 @@ def bench(
     duration: float,
     warmup: float,
     pipeline: int,
+    batch: bool,
     dialect: str,
     host: str,
     port: int | None,
@@ -118,6 +125,7 @@ def bench(
         dialect=Dialect(dialect),
         connections=connections,
         pipeline=pipeline,
+        batch=batch,
         duration_s=duration,
         warmup_s=warmup,
         processes=processes,
@@ -145,7 +153,7 @@ def format_result(result: BenchResult) -> str:
     digits = f", {s.options.digits}-digit numbers" if s.options.digits else ""
     lines = [
         f"{s.service} over {s.dialect.value} at {s.host}:{result.port}: "
-        f"{s.connections} connections, pipeline {s.pipeline}, "
+        f"{s.connections} connections, pipeline {s.pipeline}{' (batches)' if s.batch else ''}, "
         f"{s.processes} process{'es' if s.processes > 1 else ''}{digits}",
         f"  measured   {result.window_s:.2f} s after a {s.warmup_s:g} s warm-up",
         f"  requests   {result.requests:,}  ({result.requests_per_s:,.0f} req/s)",
