@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -156,6 +157,9 @@ def start_server_process(
         if time.monotonic() > deadline or proc.poll() is not None:
             proc.kill()
             raise AssertionError(f"server did not start: {output.decode(errors='replace')}")
+        ready, _, _ = select.select([proc.stderr], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            continue
         line = proc.stderr.readline()
         output += line
         if match := LISTENING.search(line):

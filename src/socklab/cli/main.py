@@ -13,6 +13,7 @@ from socklab.cli.bench import bench
 from socklab.cli.demo import demo
 from socklab.cli.exchange import exchange
 from socklab.cli.serve import serve
+from socklab.cli.textnum import numbers, text
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -27,6 +28,8 @@ def cli() -> None:
 
 cli.add_command(serve)
 cli.add_command(exchange)
+cli.add_command(text)
+cli.add_command(numbers)
 cli.add_command(bench)
 cli.add_command(atm)
 cli.add_command(bank)
