@@ -193,6 +193,13 @@ def test_json_bad_line_is_an_error_and_the_stream_goes_on(line: bytes, code: str
     assert decoder.next_frame() == {"ok": 1}
 
 
+def test_json_huge_integer_gets_a_helpful_message() -> None:
+    decoder = JsonDecoder()
+    decoder.feed(b'{"number": ' + b"7" * 5000 + b"}\n")
+    with pytest.raises(PeerProtocolError, match="send it as a string"):
+        decoder.next_frame()
+
+
 def test_json_oversize_is_fatal() -> None:
     decoder = JsonDecoder(max_message_bytes=64)
     decoder.feed(b'{"a": "' + b"x" * 100)

@@ -177,8 +177,14 @@ def decode_json_object(raw: bytes) -> dict[str, Any]:
         raise PeerProtocolError("bad_encoding", "the message is not valid UTF-8") from None
     try:
         value = json.loads(text)
-    except (ValueError, RecursionError):
+    except ValueError as exc:
+        if "integer string conversion" in str(exc):  # Python's guard against huge ints
+            raise PeerProtocolError(
+                "bad_json", "an integer in the message is too long for JSON; send it as a string"
+            ) from None
         raise PeerProtocolError("bad_json", "the message is not valid JSON") from None
+    except RecursionError:
+        raise PeerProtocolError("bad_json", "the message is nested too deeply") from None
     if not isinstance(value, dict):
         raise PeerProtocolError("bad_json", "the message must be a JSON object")
     return value
