@@ -172,7 +172,7 @@ class BankService(Service):
 
     name = "bank"
     default_port = 5052
-    display_name = "Bank server"
+    display_name = "Bank Server"
 
     def __init__(
         self,
