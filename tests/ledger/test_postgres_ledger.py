@@ -267,6 +267,21 @@ def test_a_refused_batch_is_posted_again_one_by_one(
     runner.run(ledger.close())
 
 
+def test_keys_that_look_like_syntax_are_just_keys(
+    runner: asyncio.Runner, postgres_url: str
+) -> None:
+    ledger = opened(runner, postgres_url)
+    keys = ['a"b', "back\\slash", "{1,2}", "NULL", "null", "'; DROP TABLE requests; --", "k" * 128]
+
+    async def deposits() -> list[Receipt]:
+        return await asyncio.gather(*(ledger.deposit(1, 1, key=key) for key in keys))
+
+    assert [r.key for r in runner.run(deposits())] == keys
+    assert all(r.replayed for r in runner.run(deposits()))
+    assert runner.run(ledger.get_account(1)).balance_cents == DEMO + len(keys)
+    runner.run(ledger.close())
+
+
 def test_a_cancelled_caller_does_not_break_the_writer(
     runner: asyncio.Runner, postgres_url: str
 ) -> None:

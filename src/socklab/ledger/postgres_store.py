@@ -7,6 +7,7 @@ logic live in ``schema_pg/NNNN_name.sql``; read the header comment of 0001 first
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -126,8 +127,7 @@ async def fetchone(conn: Conn, query: LiteralString, params: Sequence[Any] = ())
 
 _POST_BATCH: LiteralString = (
     "SELECT outcome, posting_id, balance_after, rejection_code, rejection_message"
-    " FROM socklab_post_batch(%s::text[], %s::text[], %s::text[], %s::bigint[],"
-    " %s::bigint[], %s::bigint[], %s::text[], %s::text[], %s, %s)"
+    " FROM socklab_post_batch(%s::json, %s, %s)"
 )
 
 
@@ -140,19 +140,24 @@ async def post_batch(
 
     Raises ``psycopg.Error``: the whole batch is then rolled back.
     """
-    columns: list[list[Any]] = [[] for _ in range(8)]
-    for req, rejection in requests:
-        # Prechecked: a value that does not fit in 64 bits comes with a rejection, and
-        # is stored as NULL (the fingerprint keeps it).
-        row = (
-            req.key, req.fingerprint, req.op, _int64_or_none(req.account),
-            _int64_or_none(req.counterparty), _int64_or_none(req.amount_cents),
-            None if rejection is None else rejection.code,
-            None if rejection is None else rejection.message,
-        )  # fmt: skip
-        for column, value in zip(columns, row, strict=True):
-            column.append(value)
-    cur = await conn.execute(_POST_BATCH, (*columns, failures, time.time()))
+    payload = json.dumps(
+        [
+            {
+                "k": req.key,
+                "f": req.fingerprint,
+                "o": req.op,
+                # Prechecked: a value that does not fit in 64 bits comes with a
+                # rejection, and is stored as NULL (the fingerprint keeps it).
+                "a": _int64_or_none(req.account),
+                "c": _int64_or_none(req.counterparty),
+                "m": _int64_or_none(req.amount_cents),
+                "rc": None if rejection is None else rejection.code,
+                "rm": None if rejection is None else rejection.message,
+            }
+            for req, rejection in requests
+        ]
+    )
+    cur = await conn.execute(_POST_BATCH, (payload, failures, time.time()))
     rows = await cur.fetchall()
     return [_outcome(req, row) for (req, _), row in zip(requests, rows, strict=True)]
 
