@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import re
-import select
 import signal
 import socket
 import subprocess
@@ -149,25 +148,18 @@ def start_server_process(
         stderr=subprocess.PIPE,
         env={**os.environ, **(env or {})},
     )
-    assert proc.stderr is not None
-    output = bytearray()
-    ports: list[int] = []
-    deadline = time.monotonic() + timeout_s
-    while len(ports) < listeners:
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            raise AssertionError(f"server did not start: {output.decode(errors='replace')}")
-        ready, _, _ = select.select([proc.stderr], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            continue
-        line = proc.stderr.readline()
-        output += line
-        if match := LISTENING.search(line):
-            ports.append(int(match.group(1)))
-    server = ServerProcess(proc, ports, output)
+    server = ServerProcess(proc, [], bytearray())
     STARTED.append(server)
     server.reader = threading.Thread(target=_pump_stderr, args=(server,), daemon=True)
     server.reader.start()
+    deadline = time.monotonic() + timeout_s
+    while len(server.ports) < listeners:
+        server.ports = [int(port) for port in LISTENING.findall(bytes(server.output))]
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            server.wait()
+            raise AssertionError(f"server did not start: {server.text()}")
+        time.sleep(0.02)
     return server
 
 
