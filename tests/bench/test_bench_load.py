@@ -21,7 +21,7 @@ from socklab.bench.runner import BenchResult, BenchSettings, run_bench, split
 from socklab.bench.scenarios import ScenarioOptions, text_reply
 from socklab.errors import DropConnection, InvalidRequest
 from socklab.server.runtime import Limits
-from socklab.services.base import ConnectionInfo, JsonReply, Service, Session
+from socklab.services.base import ConnectionInfo, Service, Session
 from socklab.services.exchange import ExchangeService
 from socklab.services.numbers import NumbersService
 from socklab.services.text import TextService
@@ -157,9 +157,10 @@ def drop(text: str, dialect: str) -> Any:
     raise DropConnection
 
 
-async def never(text: str, dialect: str) -> JsonReply:
-    await asyncio.sleep(3600)
-    raise AssertionError("unreachable")
+async def late(text: str, dialect: str) -> Any:
+    # Long after the load generator's timeout, but over before the test server stops.
+    await asyncio.sleep(0.4)
+    return {"lower": text.lower(), "upper": text.upper()} if dialect == "json" else text_reply(text)
 
 
 @pytest.mark.parametrize("dialect", list(Dialect), ids=lambda d: d.value)
@@ -179,8 +180,8 @@ def test_wrong_replies_are_errors(dialect: Dialect, fault: Any, kind: str) -> No
 
 @pytest.mark.parametrize("dialect", list(Dialect), ids=lambda d: d.value)
 def test_a_reply_that_never_comes_is_a_timeout(dialect: Dialect) -> None:
-    with running_server(FaultyService(never), QUICK_LIMITS) as server:
-        result = bench(server.port, dialect=dialect, connections=2, duration_s=0.8, timeout_s=0.2)
+    with running_server(FaultyService(late), QUICK_LIMITS) as server:
+        result = bench(server.port, dialect=dialect, connections=2, duration_s=0.6, timeout_s=0.1)
     assert set(result.errors) == {"timeout"}
 
 

@@ -206,22 +206,23 @@ def _progress_bar(
         TextColumn("{task.fields[status]}"),
         transient=True,
     )
-    state: dict[str, Any] = {"began": None, "last": (0.0, 0)}
+    state: dict[str, Any] = {"began": None, "mark": None, "rate": 0.0}
 
     def on_progress(progress: Progress) -> None:
         now = time.monotonic()
         if state["began"] is None:
             state["began"] = now
-        last_t, last_n = state["last"]
-        rate = (progress.requests - last_n) / (now - last_t) if now > last_t else 0.0
-        if progress.requests < last_n:  # the warm-up's counts were just dropped
-            rate = 0.0
-        state["last"] = (now, progress.requests)
+        mark = state["mark"]
+        if mark is None or progress.requests < mark[1]:  # start, or the warm-up was dropped
+            state["mark"] = (now, progress.requests)
+        elif now - mark[0] >= 0.5:  # a rate over half a second, not between two messages
+            state["rate"] = (progress.requests - mark[1]) / (now - mark[0])
+            state["mark"] = (now, progress.requests)
         bar.update(
             task,
             completed=min(total, now - state["began"]),
             description="warming up" if progress.phase == "warmup" else "measuring",
-            status=f"{rate:,.0f} req/s  {progress.errors} errors",
+            status=f"{state['rate']:,.0f} req/s  {progress.errors} errors",
         )
 
     with bar:
