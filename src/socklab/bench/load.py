@@ -168,7 +168,6 @@ class BenchConnection(asyncio.Protocol):
         self.setup: deque[Probe] = deque(source.setup)
         self.is_setting_up = bool(self.setup)
         self.is_failed = False
-        self.is_lost = False
         self.set_up: asyncio.Future[None] = gen.loop.create_future()
         self.pipeline = gen.plan.pipeline
         # Top up when this many or fewer are in flight: at once (window), or once the
@@ -189,13 +188,16 @@ class BenchConnection(asyncio.Protocol):
                 self.start()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.is_lost = True
         if not self.is_failed and self.gen.is_running:
             self.gen.stats.error("disconnected", max(1, len(self.inflight)))
         self.inflight.clear()
-        if not self.set_up.done():
-            self.set_up.set_exception(BenchError("the server closed the connection during setup"))
+        self._setup_failed("the server closed the connection during setup")
         self.gen.connection_lost(self)
+
+    def _setup_failed(self, message: str) -> None:
+        if not self.set_up.done():
+            self.set_up.set_exception(BenchError(message))
+            self.set_up.exception()  # retrieved: nobody may be waiting any more
 
     # -- sending --------------------------------------------------------------------------
 
@@ -237,8 +239,8 @@ class BenchConnection(asyncio.Protocol):
 
     # -- receiving ------------------------------------------------------------------------
 
-    def completed(self, ok: int, now: int) -> None:
-        """``ok`` replies were complete (right or wrong): refill the pipeline."""
+    def completed(self, now: int) -> None:
+        """Replies came (right or wrong): go on with the setup, or refill the pipeline."""
         if self.is_setting_up:
             if self.setup:
                 self._send_setup()
@@ -256,10 +258,6 @@ class BenchConnection(asyncio.Protocol):
         """Whether ``reply`` (a full reply, line terminator included) is right for ``entry``."""
         raise NotImplementedError
 
-    def wrong(self, kind: str) -> None:
-        """A reply was wrong; line-based streams go on, others call ``fail``."""
-        self.gen.stats.error(kind)
-
     def fail(self, kind: str) -> None:
         """Count every request in flight as an error of ``kind`` and reconnect."""
         if self.is_failed:
@@ -267,8 +265,8 @@ class BenchConnection(asyncio.Protocol):
         self.is_failed = True
         self.gen.stats.error(kind, max(1, len(self.inflight)))
         self.inflight.clear()
-        if self.is_setting_up and not self.set_up.done():
-            self.set_up.set_exception(BenchError(f"setup failed: {kind}"))
+        if self.is_setting_up:
+            self._setup_failed(f"setup failed: {kind}")
         if self.transport is not None:
             self.transport.abort()
 
@@ -288,7 +286,7 @@ class LineConnection(BenchConnection):
             # The common case: exactly the one reply expected.
             if self.is_setting_up:
                 inflight.popleft()
-                self.completed(1, now)
+                self.completed(now)
                 return
             self._record(now - inflight.popleft()[0])
             if self.gen.is_running and len(inflight) <= self.refill_at:
@@ -315,7 +313,7 @@ class LineConnection(BenchConnection):
                     return
         self.buffer = buffer[start:] if start < len(buffer) else b""
         if done:
-            self.completed(done, now)
+            self.completed(now)
 
     def error_kind(self, line: bytes) -> str:
         return "error_reply" if line.startswith(b"ERROR ") else "wrong_reply"
@@ -401,7 +399,7 @@ class LabConnection(BenchConnection):
             return
         self.buffer = buffer
         if done:
-            self.completed(done, now)
+            self.completed(now)
 
     def error_kind(self, data: bytes) -> str:
         return "error_reply" if data.startswith(b"ERROR ") else "wrong_reply"
