@@ -20,6 +20,7 @@ from socklab.wire.framing import (
     detect_dialect,
     encode_json,
     encode_lab_frame,
+    whole_lab_frame,
 )
 
 Decoder = JsonDecoder | LabDecoder | LineDecoder
@@ -74,6 +75,22 @@ def test_lab_decoder_whole_and_byte_by_byte(payload: bytes) -> None:
     bytewise = LabDecoder()
     assert feed_in_chunks(bytewise, data, list(range(len(data)))) == [payload]
     assert not bytewise.has_partial
+
+
+@given(st.binary(max_size=300), st.binary(max_size=3))
+def test_whole_lab_frame_takes_exactly_one_frame(payload: bytes, extra: bytes) -> None:
+    frame = encode_lab_frame(payload)
+    assert whole_lab_frame(frame, 1024) == payload
+    if extra:
+        assert whole_lab_frame(frame + extra, 1024) is None
+    if payload:
+        assert whole_lab_frame(frame[:-1], 1024) is None  # not all of it yet
+        assert whole_lab_frame(frame, len(payload) - 1) is None  # over the limit
+
+
+def test_whole_lab_frame_leaves_bad_headers_to_the_decoder() -> None:
+    assert whole_lab_frame(b"-3".ljust(64) + b"abc", 1024) is None
+    assert whole_lab_frame(b"x".ljust(64), 1024) is None
 
 
 def test_lab_several_frames_in_one_segment() -> None:

@@ -36,9 +36,21 @@ from socklab.wire.framing import (
     LineDecoder,
     detect_dialect,
     encode_json,
+    whole_lab_frame,
 )
 
 log = logging.getLogger(__name__)
+
+_PLAIN_REPLIES = frozenset({str, dict})
+"""Reply types a session returns synchronously; anything else is awaited."""
+
+
+def _utf8(message: bytes) -> str:
+    try:
+        return message.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PeerProtocolError("bad_encoding", "the message is not valid UTF-8") from None
+
 
 Decoder = JsonDecoder | LabDecoder | LineDecoder
 
@@ -162,6 +174,10 @@ class Connection(asyncio.Protocol):
         self.dialect: Dialect | None = None
         self.decoder: Decoder | None = None
         self.session: Session | None = None
+        self._is_json = False
+        self._is_lab = False
+        self._call: Callable[[Any], Any] = self._call_line
+        self._encode: Callable[[Any, Any], bytes] = self._encode_line
         self._prefix = b""
         self._busy = False
         self._write_paused = False
@@ -209,6 +225,13 @@ class Connection(asyncio.Protocol):
             decoder = self._detect(data)
             if decoder is None:
                 return
+        elif self._is_lab and not (self._busy or self._closed or decoder.has_partial):
+            # The lab client's usual write is exactly one frame: answer it without buffering.
+            payload = whole_lab_frame(data, self.limits.max_message_bytes)
+            if payload is not None:
+                self._answer_one(payload)
+                return
+            decoder.feed(data)
         else:
             decoder.feed(data)
         if self._busy and decoder.buffered_bytes > 2 * self.limits.max_message_bytes:
@@ -249,10 +272,15 @@ class Connection(asyncio.Protocol):
         self.dialect = dialect
         limit = self.limits.max_message_bytes
         decoder: Decoder
+        # Choose the dialect's functions once, not on every message.
         if dialect is Dialect.JSON:
             decoder = JsonDecoder(limit)
+            self._is_json = True
+            self._call, self._encode = self._call_json, self._encode_json
         elif dialect is Dialect.LAB:
             decoder = LabDecoder(limit)
+            self._is_lab = True
+            self._call, self._encode = self._call_lab, self._encode_lab
         else:
             decoder = LineDecoder(limit)
         decoder.feed(prefix)
@@ -305,38 +333,49 @@ class Connection(asyncio.Protocol):
         if self._closing and not self._busy and not self._write_paused:
             self._close()
 
+    def _answer_one(self, message: Any) -> None:
+        """Answer a single message that bypassed the decoder (the lab fast path)."""
+        try:
+            reply = self._dispatch(message)
+        except DropConnection:
+            self.abort()
+            return
+        if type(reply) is bytes:
+            self._flush([reply])
+        else:
+            self._busy = True
+            self.loop.create_task(self._finish(reply))  # type: ignore[arg-type]
+        if self._closing and not self._busy:
+            self._close()
+
     def _dispatch(self, message: Any) -> bytes | Awaitable[bytes]:
         """Hand one message to the session; the reply as bytes, or an awaitable of them."""
-        session = self.session
-        assert session is not None
-        dialect = self.dialect
-        request_id = None
+        request_id = message.get("id") if self._is_json else None
         try:
-            if dialect is Dialect.JSON:
-                request_id = message.get("id")
-                result: Any = session.handle_json(message)
-            else:
-                try:
-                    text = message.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise PeerProtocolError(
-                        "bad_encoding", "the message is not valid UTF-8"
-                    ) from None
-                if dialect is Dialect.LAB:
-                    if text == DISCONNECT_MESSAGE:
-                        self._closing = self._finished = True
-                        result = session.farewell()
-                    else:
-                        result = session.handle_lab(text)
-                else:
-                    result = session.handle_line(text)
+            result = self._call(message)
         except DropConnection:
             raise
         except Exception as exc:
             return self._exception_bytes(request_id, exc)
-        if isinstance(result, dict | str):
+        if type(result) in _PLAIN_REPLIES:
             return self._encode(request_id, result)
         return self._await_reply(request_id, result)
+
+    def _call_json(self, message: dict[str, Any]) -> Any:
+        assert self.session is not None
+        return self.session.handle_json(message)
+
+    def _call_lab(self, message: bytes) -> Any:
+        assert self.session is not None
+        text = _utf8(message)
+        if text == DISCONNECT_MESSAGE:
+            self._closing = self._finished = True
+            return self.session.farewell()
+        return self.session.handle_lab(text)
+
+    def _call_line(self, message: bytes) -> Any:
+        assert self.session is not None
+        return self.session.handle_line(_utf8(message))
 
     async def _await_reply(self, request_id: Any, pending: Awaitable[Any]) -> bytes:
         try:
@@ -360,15 +399,19 @@ class Connection(asyncio.Protocol):
 
     # -- encoding -------------------------------------------------------------------------
 
-    def _encode(self, request_id: Any, result: Any) -> bytes:
-        if self.dialect is Dialect.JSON:
-            reply = {"id": request_id, "ok": True} if request_id is not None else {"ok": True}
-            reply.update(result)
-            return encode_json(reply)
-        text: str = result
-        if self.dialect is Dialect.LINE:
-            return (text + "\n").encode("utf-8")
-        return text.encode("utf-8")
+    @staticmethod
+    def _encode_json(request_id: Any, result: dict[str, Any]) -> bytes:
+        reply = {"id": request_id, "ok": True} if request_id is not None else {"ok": True}
+        reply.update(result)
+        return encode_json(reply)
+
+    @staticmethod
+    def _encode_lab(request_id: Any, result: str) -> bytes:
+        return result.encode("utf-8")
+
+    @staticmethod
+    def _encode_line(request_id: Any, result: str) -> bytes:
+        return (result + "\n").encode("utf-8")
 
     def _exception_bytes(self, request_id: Any, exc: Exception) -> bytes:
         if isinstance(exc, RequestRejected):
@@ -382,7 +425,7 @@ class Connection(asyncio.Protocol):
         return self._error_bytes(request_id, "internal_error", "the server failed to handle this")
 
     def _error_bytes(self, request_id: Any, code: str, message: str) -> bytes:
-        if self.dialect is Dialect.JSON:
+        if self._is_json:
             error = {"ok": False, "error": {"code": code, "message": message}}
             if request_id is not None:
                 error = {"id": request_id, **error}

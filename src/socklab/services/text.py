@@ -76,9 +76,10 @@ class TextSession(Session):
 
     def convert(self, text: str) -> CaseConverted:
         """Convert ``text``, logging the lab's two lines of conversation."""
-        log.info("Message received: %s", shorten(text), extra=_FN)
         result = convert_case(text)
-        log.info("[%s] %s", self.conn.peer, shorten(result.upper), extra=_FN)
+        if log.isEnabledFor(logging.INFO):  # skip shorten() on the hot path when quiet
+            log.info("Message received: %s", shorten(text), extra=_FN)
+            log.info("[%s] %s", self.conn.peer, shorten(result.upper), extra=_FN)
         return result
 
     def handle_lab(self, payload: str) -> str:

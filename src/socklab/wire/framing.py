@@ -74,7 +74,7 @@ class _Buffered:
 # -- lab ---------------------------------------------------------------------------------
 
 
-def parse_lab_header(header: bytes, max_message_bytes: int) -> int:
+def parse_lab_header(header: bytes | bytearray, max_message_bytes: int) -> int:
     """Return the payload length a 64-byte lab header announces.
 
     Raises ``PeerProtocolError`` (fatal) if it is not a decimal length padded with
@@ -116,15 +116,19 @@ class LabDecoder(_Buffered):
     def next_frame(self) -> bytes | None:
         """The next complete payload, or ``None`` if more bytes are needed."""
         buffer = self._buffer
-        if self._length is None:
+        length = self._length
+        if length is None:
             if len(buffer) < LAB_HEADER_BYTES:
                 self._check_eof()
                 return None
-            self._length = parse_lab_header(
-                bytes(buffer[:LAB_HEADER_BYTES]), self.max_message_bytes
-            )
+            length = parse_lab_header(buffer[:LAB_HEADER_BYTES], self.max_message_bytes)
+            end = LAB_HEADER_BYTES + length
+            if len(buffer) >= end:  # the whole frame is here: one copy, one cut
+                payload = bytes(buffer[LAB_HEADER_BYTES:end])
+                del buffer[:end]
+                return payload
             del buffer[:LAB_HEADER_BYTES]
-        length = self._length
+            self._length = length
         if len(buffer) < length:
             if self._eof:
                 buffer.clear()
@@ -135,6 +139,20 @@ class LabDecoder(_Buffered):
         del buffer[:length]
         self._length = None
         return payload
+
+
+def whole_lab_frame(data: bytes, max_message_bytes: int) -> bytes | None:
+    """The payload if ``data`` is exactly one valid lab frame, else ``None`` (decode it the
+    ordinary way, which also reports what is wrong with it)."""
+    if len(data) < LAB_HEADER_BYTES:
+        return None
+    text = data[:LAB_HEADER_BYTES].rstrip(b" ")
+    if not text.isdigit():
+        return None
+    length = int(text)
+    if length > max_message_bytes or len(data) != LAB_HEADER_BYTES + length:
+        return None
+    return data[LAB_HEADER_BYTES:]
 
 
 # -- line --------------------------------------------------------------------------------
@@ -231,9 +249,12 @@ class JsonDecoder(_Buffered):
         return value
 
 
+_json_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # built once
+
+
 def encode_json(message: dict[str, Any]) -> bytes:
     """One JSON message as one line."""
-    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+    return _json_encoder.encode(message).encode("utf-8") + b"\n"
 
 
 # -- detection ---------------------------------------------------------------------------
