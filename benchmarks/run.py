@@ -324,6 +324,18 @@ class Series:
     def errors(self) -> int:
         return sum(int(run["errors"]) for run in self.runs)
 
+    @property
+    def error_text(self) -> str:
+        """The error count over all runs, with its kinds: ``3 (timeout 2, wrong_reply 1)``."""
+        kinds: dict[str, int] = {}
+        for run in self.runs:
+            for kind, n in run.get("error_kinds", {}).items():
+                kinds[kind] = kinds.get(kind, 0) + int(n)
+        if not kinds:
+            return str(self.errors)
+        detail = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items()))
+        return f"{self.errors} ({detail})"
+
     def median_of(self, key: str) -> float | None:
         values = [run[key] for run in self.runs if run.get(key) is not None]
         return statistics.median(values) if values else None
@@ -457,8 +469,10 @@ def numbers_scenarios(opts: Options, log: Any) -> dict[str, Series]:
     # Big checks take seconds: a long window, no warm-up, and both loads start together.
     long = ["--duration", f"{opts.big_duration_s:g}", "--warmup", "0"]
     big = ["--digits", str(opts.big_digits), "--timeout", "600"]
-    quiet_args = ["--connections", str(small_n), *lab, *short]
-    during_args = ["--connections", str(small_n), *lab, *long]
+    # A small request stuck behind a big check is slow, not lost: time it, up to a minute.
+    patient = ["--timeout", "60"]
+    quiet_args = ["--connections", str(small_n), *lab, *patient, *short]
+    during_args = ["--connections", str(small_n), *lab, *patient, *long]
     hard_args = [
         "--connections",
         str(opts.big_connections),
@@ -574,7 +588,7 @@ def render(
                 f"| {s.label} | {_fmt_rate(rps)} | {ratio} | "
                 f"{_fmt_ms(s.median('latency_ms.p50'))} | {_fmt_ms(s.median('latency_ms.p90'))} | "
                 f"{_fmt_ms(s.median('latency_ms.p99'))} | {_fmt_ms(s.median('latency_ms.max'))} | "
-                f"{s.errors} | {_pct(s.median_of('server_cpu'))} | {s.client_cpu:.0%} | "
+                f"{s.error_text} | {_pct(s.median_of('server_cpu'))} | {s.client_cpu:.0%} | "
                 f"{_pct(s.median_of('machine_busy'))} | {each} |"
             )
         lab = text["socklab-lab"]
@@ -625,7 +639,16 @@ def render(
                 numbers[f"{name}-{k}"] for k in ("hard", "during", "quiet", "easy")
             )
             done = sum(int(r["requests"]) for r in hard.runs)
-            errors = hard.errors + during.errors + quiet.errors + easy.errors
+            errors = "; ".join(
+                f"{label} {s.error_text}"
+                for label, s in (
+                    ("hard", hard),
+                    ("during", during),
+                    ("alone", quiet),
+                    ("easy", easy),
+                )
+                if s.errors
+            )
             out.append(
                 f"| {name} | {done} | {_fmt_ms(hard.median('latency_ms.p50'))} | "
                 f"{_fmt_ms(hard.median('latency_ms.max'))} | "
@@ -633,7 +656,7 @@ def render(
                 f"{_fmt_ms(quiet.median('latency_ms.p99'))} | "
                 f"{_fmt_ms(during.median('latency_ms.p99'))} | "
                 f"{_fmt_rate(quiet.median('requests_per_s'))} | "
-                f"{_fmt_rate(during.median('requests_per_s'))} | {errors} |"
+                f"{_fmt_rate(during.median('requests_per_s'))} | {errors or 0} |"
             )
         if "socklab-hard" in numbers:
             hard, easy = numbers["socklab-hard"], numbers["socklab-easy"]
