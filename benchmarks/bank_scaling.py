@@ -1,0 +1,764 @@
+"""The bank past one process: SQLite, PostgreSQL with 1 and 2 workers, and pgbench TPC-B
+on the same PostgreSQL in the same run; writes docs/scaling.md.
+
+    python benchmarks/bank_scaling.py                      # 3 runs x 5 s, 16 connections
+    python benchmarks/bank_scaling.py --runs 5 --duration 10 --output /tmp/scaling.md
+
+What it does, all as real processes:
+
+1. Creates a scratch database on the PostgreSQL server of ``--pg-url`` (``CREATE DATABASE
+   socklab_bench_<random>``; dropped at the end, also after a failure), loads pgbench's
+   TPC-B tables into it (``pgbench -i -s SCALE``), and gives socklab's ledger its own
+   schema in it. The SQLite ledger is a file in a temporary directory.
+2. Starts ``socklab serve bank -q`` on SQLite, on PostgreSQL, and on PostgreSQL with
+   ``--workers 2``; all stay up, idle unless measured.
+3. Each run measures each of the four, in an order that rotates from run to run:
+   ``socklab bench bank -c C -d S`` (keyed durable deposits, each answered with the
+   statistics) against each server, and ``pgbench -c C -j 2 -T S`` against the database.
+4. Meanwhile a sampler reads, ten times a second, the user+sys CPU time (``/proc/PID/stat``)
+   of each server's process tree (the supervisor and its workers), of the PostgreSQL
+   backends connected to the scratch database, and of the whole machine (``/proc/stat``).
+   Requests per CPU-second = the requests in ``socklab bench``'s measured window divided by
+   the CPU seconds the server's processes used in it: what one core of socklab costs,
+   which, unlike a rate, a 2-core machine shared with the load generator and the database
+   can still show for 1 and 2 workers.
+
+The report gives medians over the runs and every run's figures; nothing in it is typed by
+hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUTPUT = ROOT / "docs" / "scaling.md"
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+HOST = "127.0.0.1"
+WITHIN = 0.10
+"""The 1- and 2-worker costs must stay within 10% of each other."""
+
+
+# -- machine -----------------------------------------------------------------------------
+
+
+def machine(pg_url: str) -> dict[str, str]:
+    """What a reader needs to compare figures."""
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    try:
+        loop = f"uvloop {importlib.metadata.version('uvloop')}"
+    except importlib.metadata.PackageNotFoundError:
+        loop = "asyncio (uvloop not installed)"
+    load = "unknown"
+    with contextlib.suppress(OSError):
+        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    info = {
+        "cpu": model,
+        "cores": f"{os.cpu_count()} logical ({len(os.sched_getaffinity(0))} usable)",
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "event loop": loop,
+        "os": f"{platform.system()} {platform.release()}",
+        "postgresql": _pg_version(pg_url),
+        "pgbench": _command_output(["pgbench", "--version"]),
+        "load average before": load,
+        "socklab": _revision(),
+    }
+    return info
+
+
+def _revision() -> str:
+    """The commit measured, and the source files that differ from it."""
+    git = ["git", "-C", str(ROOT)]
+    revision = "git " + _command_output([*git, "rev-parse", "--short", "HEAD"])
+    changed = _command_output([*git, "diff", "--name-only", "HEAD", "--", "src"]).split()
+    if changed:
+        revision += f" with uncommitted changes in {', '.join(changed)}"
+    return revision
+
+
+def _command_output(cmd: list[str]) -> str:
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return done.stdout.strip()
+
+
+def _pg_version(pg_url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        row = conn.execute("SELECT current_setting('server_version')").fetchone()
+        sync = conn.execute("SELECT current_setting('synchronous_commit')").fetchone()
+        fsync = conn.execute("SELECT current_setting('fsync')").fetchone()
+    assert row is not None and sync is not None and fsync is not None
+    return f"{row[0]} (fsync={fsync[0]}, synchronous_commit={sync[0]}; same machine)"
+
+
+# -- the scratch database ----------------------------------------------------------------
+
+
+def with_database(url: str, name: str, schema: str | None = None) -> str:
+    """``url`` pointing at database ``name`` (and tables in ``schema``, if given)."""
+    parts = urlsplit(url)
+    query = parts.query
+    if schema is not None:
+        option = urlencode({"options": f"-csearch_path={schema}"})
+        query = f"{query}&{option}" if query else option
+    return urlunsplit(parts._replace(path="/" + name, query=query))
+
+
+@contextlib.contextmanager
+def scratch_database(admin_url: str) -> Iterator[str]:
+    """A new, empty database on the server of ``admin_url``; its name. Dropped on exit."""
+    import psycopg
+    from psycopg import sql
+
+    name = f"socklab_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield name
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def pgbench_args(url: str) -> tuple[list[str], dict[str, str]]:
+    """libpq options of ``url`` as pgbench arguments (and its password as PGPASSWORD)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(url)
+    args = []
+    for key, flag in (("host", "-h"), ("port", "-p"), ("user", "-U")):
+        if params.get(key):
+            args += [flag, str(params[key])]
+    env = {"PGPASSWORD": str(params["password"])} if params.get("password") else {}
+    return [*args, str(params.get("dbname") or "postgres")], env
+
+
+# -- CPU accounting ----------------------------------------------------------------------
+
+
+def _cpu_s(pid: int, tick: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / tick
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants."""
+    found = [pid]
+    for child in _children(pid):
+        found += process_tree(child)
+    return found
+
+
+@dataclass
+class Sample:
+    at: float
+    cpu: dict[str, dict[int, float]]
+    """group -> pid -> CPU seconds so far."""
+    busy: float
+    total: float
+    """Machine-wide jiffies: busy and all."""
+
+
+class CpuSampler:
+    """Ten times a second: the CPU seconds of each group of processes (a server's process
+    tree; the PostgreSQL backends of one database) and the machine's busy time.
+
+    ``cores(group, start, end)`` is how many cores the group kept busy between two
+    ``time.monotonic()`` instants (CPU seconds / seconds). A process that started in the
+    window counts from 0; one that ended counts up to its last sample.
+    """
+
+    INTERVAL_S = 0.1
+
+    def __init__(self, database: str) -> None:
+        self.roots: dict[str, int] = {}
+        self.samples: list[Sample] = []
+        self._needle = f" {database} "
+        self._pg_pids: set[int] = set()
+        self._classified: set[int] = set()
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.INTERVAL_S):
+            self.sample()
+
+    def _scan_postgres(self) -> None:
+        """Find new backends of the benchmark's database (``postgres: user DB host ...``)."""
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) in self._classified:
+                continue
+            pid = int(entry)
+            self._classified.add(pid)
+            with contextlib.suppress(OSError):
+                title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                if title.startswith("postgres: ") and self._needle in title:
+                    self._pg_pids.add(pid)
+
+    def sample(self) -> None:
+        self._scan_postgres()
+        cpu: dict[str, dict[int, float]] = {}
+        for group, root in list(self.roots.items()):
+            cpu[group] = {
+                pid: value
+                for pid in process_tree(root)
+                if (value := _cpu_s(pid, self._tick)) is not None
+            }
+        cpu["postgres"] = {}
+        for pid in list(self._pg_pids):
+            value = _cpu_s(pid, self._tick)
+            if value is None:
+                self._pg_pids.discard(pid)
+            else:
+                cpu["postgres"][pid] = value
+        busy = total = 0.0
+        with contextlib.suppress(OSError, ValueError):
+            numbers = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+            total = float(sum(numbers[:8]))
+            busy = total - numbers[3] - numbers[4]
+        self.samples.append(Sample(time.monotonic(), cpu, busy, total))
+
+    def _window(self, start: float, end: float) -> list[Sample]:
+        first = max((i for i, s in enumerate(self.samples) if s.at <= start), default=None)
+        last = min((i for i, s in enumerate(self.samples) if s.at >= end), default=None)
+        if first is None or last is None:
+            raise RuntimeError("the CPU sampler has no samples around the measured window")
+        return self.samples[first : last + 1]
+
+    def cores(self, group: str, start: float, end: float) -> float:
+        window = self._window(start, end)
+        began: dict[int, float] = dict(window[0].cpu.get(group, {}))
+        latest: dict[int, float] = dict(began)
+        for sample in window[1:]:
+            for pid, value in sample.cpu.get(group, {}).items():
+                began.setdefault(pid, 0.0)  # born in the window
+                latest[pid] = value
+        used = sum(latest[pid] - began[pid] for pid in latest)
+        return used / (window[-1].at - window[0].at)
+
+    def machine_busy(self, start: float, end: float) -> float:
+        window = self._window(start, end)
+        total = window[-1].total - window[0].total
+        return (window[-1].busy - window[0].busy) / total if total > 0 else 0.0
+
+
+# -- servers and load --------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def listening_sockets(port: int) -> int:
+    """How many sockets listen on ``port`` (one per worker with SO_REUSEPORT)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    count += 1
+    return count
+
+
+@dataclass
+class Server:
+    key: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    output: bytearray = field(default_factory=bytearray)
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            tail = self.output.decode("utf-8", "replace")[-2000:]
+            raise RuntimeError(f"{self.key} exited with {self.proc.returncode}:\n{tail}")
+
+
+def _drain(stream: Any, sink: bytearray) -> None:
+    with contextlib.suppress(ValueError, OSError):
+        for line in iter(stream.readline, b""):
+            sink += line
+
+
+@contextlib.contextmanager
+def bank_server(key: str, db_url: str, workers: int) -> Iterator[Server]:
+    """``socklab serve bank -q`` on ``db_url``, ready once every worker listens."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "socklab", "serve", "bank", "--port", str(port), "-q"]
+    cmd += ["--db", db_url, "--workers", str(workers)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
+    server = Server(key, proc, port)
+    threading.Thread(target=_drain, args=(proc.stdout, server.output), daemon=True).start()
+    try:
+        deadline = time.monotonic() + 60
+        while listening_sockets(port) < workers:
+            server.check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{key} is not listening on port {port}")
+            time.sleep(0.05)
+        yield server
+        server.check_alive()
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+@dataclass(frozen=True)
+class Config:
+    """One line of the report: what is measured, on which server, with how many clients."""
+
+    key: str
+    label: str
+    server: str | None
+    """The key of the socklab server it loads; ``None`` for pgbench."""
+    connections: int
+
+
+@dataclass(frozen=True)
+class Options:
+    runs: int
+    duration_s: float
+    warmup_s: float
+    connections: int
+    scale: int
+
+    def bench_args(self, connections: int) -> list[str]:
+        return [
+            "--connections",
+            str(connections),
+            "--duration",
+            f"{self.duration_s:g}",
+            "--warmup",
+            f"{self.warmup_s:g}",
+        ]
+
+    def pgbench_args(self) -> list[str]:
+        return ["-c", str(self.connections), "-j", "2", "-T", f"{self.duration_s:g}"]
+
+
+def _window_figures(sampler: CpuSampler, start: float, end: float) -> dict[str, float]:
+    return {
+        "pg_cores": sampler.cores("postgres", start, end),
+        "machine_cores": sampler.machine_busy(start, end) * (os.cpu_count() or 1),
+    }
+
+
+def run_bench(
+    sampler: CpuSampler, server: Server, opts: Options, connections: int
+) -> dict[str, Any]:
+    """One ``socklab bench bank`` run, with the server's and the database's CPU in its window."""
+    server.check_alive()
+    cmd = [sys.executable, "-m", "socklab", "bench", "bank", "--host", HOST]
+    cmd += ["--port", str(server.port), "--json", *opts.bench_args(connections)]
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=opts.warmup_s + opts.duration_s + 120
+    )
+    if not done.stdout.strip():
+        raise RuntimeError(f"socklab bench failed ({done.returncode}): {done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    time.sleep(2 * CpuSampler.INTERVAL_S)  # a sample after the window closed
+    start = float(result["window_began_monotonic"])
+    end = start + float(result["window_s"])
+    result["rate"] = float(result["requests_per_s"])
+    result["server_cores"] = sampler.cores(server.key, start, end)
+    result["per_cpu_s"] = result["rate"] / result["server_cores"]
+    result["client_cores"] = sum(result["client_cpu"])
+    result.update(_window_figures(sampler, start, end))
+    return result
+
+
+def run_pgbench(
+    sampler: CpuSampler, target: tuple[list[str], dict[str, str]], opts: Options
+) -> dict[str, Any]:
+    """One ``pgbench`` TPC-B run: its tps, mean latency, and the CPU in its window."""
+    args, env = target
+    proc = subprocess.Popen(
+        ["pgbench", *opts.pgbench_args(), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )
+    sampler.roots["pgbench"] = proc.pid
+    out, err = proc.communicate(timeout=opts.duration_s + 120)
+    end = time.monotonic()
+    if proc.returncode != 0:
+        raise RuntimeError(f"pgbench failed ({proc.returncode}): {err[-2000:]}")
+    tps = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out)
+    latency = re.search(r"latency average = ([\d.]+) ms", out)
+    failed = re.search(r"number of failed transactions: (\d+)", out)
+    if tps is None or latency is None:
+        raise RuntimeError(f"no tps in pgbench's output:\n{out}")
+    time.sleep(2 * CpuSampler.INTERVAL_S)
+    start = end - opts.duration_s  # -T S: the transactions ran in the last S seconds
+    result = {
+        "rate": float(tps.group(1)),
+        "latency_mean_ms": float(latency.group(1)),
+        "errors": int(failed.group(1)) if failed else 0,
+        "client_cores": sampler.cores("pgbench", start, end),
+        **_window_figures(sampler, start, end),
+    }
+    del sampler.roots["pgbench"]
+    return result
+
+
+# -- the report --------------------------------------------------------------------------
+
+
+@dataclass
+class Series:
+    config: Config
+    command: str
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    def median(self, name: str) -> float:
+        return statistics.median(float(r[name]) for r in self.runs)
+
+    def latency(self) -> str:
+        if self.config.server is None:
+            return f"{self.median('latency_mean_ms'):.2f} (mean)"
+        p50 = statistics.median(float(r["latency_ms"]["p50"]) for r in self.runs)
+        p99 = statistics.median(float(r["latency_ms"]["p99"]) for r in self.runs)
+        return f"{p50:.2f} / {p99:.2f}"
+
+    @property
+    def errors(self) -> int:
+        return sum(int(r["errors"]) for r in self.runs)
+
+
+def _n(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def _others(run: dict[str, Any]) -> float:
+    """Cores busy with anything but this benchmark's server, database backends and load."""
+    ours = sum(float(run.get(k, 0.0)) for k in ("server_cores", "pg_cores", "client_cores"))
+    return max(0.0, float(run["machine_cores"]) - ours)
+
+
+def _gap(a: float, b: float) -> float:
+    return abs(a - b) / max(a, b)
+
+
+def render(info: dict[str, str], command: str, opts: Options, series: dict[str, Series]) -> str:
+    sqlite, pg1, pg2, half, pgb = (
+        series[k] for k in ("sqlite", "pg-1", "pg-2", "pg-1-half", "pgbench")
+    )
+    cores = os.cpu_count() or 1
+    tps = pgb.median("rate")
+    cost1, cost2, cost_half = (s.median("per_cpu_s") for s in (pg1, pg2, half))
+    out: list[str] = []
+    add = out.append
+    add("# Bank scaling: SQLite, PostgreSQL, workers, and pgbench\n")
+    add(
+        "Written by `benchmarks/bank_scaling.py` (its docstring says how it measures); every "
+        "figure below comes from the run described here. To measure again:\n"
+    )
+    add(f"```\n{command}\n```\n")
+    add(
+        f"{opts.runs} runs; in each, every configuration gets {opts.warmup_s:g} s of warm-up "
+        f"and {opts.duration_s:g} s measured, in an order that rotates from run to run. "
+        "Tables show medians over the runs, then every run.\n"
+    )
+    add("## Machine\n")
+    add("| | |\n|---|---|")
+    for key, value in info.items():
+        add(f"| {key} | {value} |")
+    add(
+        "\nThe load generator, the socklab servers and PostgreSQL share these cores, so the "
+        "rates are what this one machine does with all of them on it; the CPU costs are the "
+        "figures to size other machines with. *Other CPU* is what the machine was busy with "
+        "besides this benchmark's own processes (from `/proc/stat`, in cores): a noisy "
+        "neighbour shows up there.\n"
+    )
+    add("## Throughput and cost\n")
+    add(
+        "`socklab bench bank`: each connection logs in once, then sends keyed deposits of "
+        "1.00 one after another (a fresh idempotency key each, over the demo accounts 1 to "
+        "3); every reply is checked. A deposit is acknowledged only once its transaction is "
+        "durable (SQLite: WAL, synchronous=FULL; PostgreSQL: synchronous_commit=on), and its "
+        "reply carries the statistics. pgbench runs its built-in TPC-B script (five "
+        f"statements in one transaction) with {opts.connections} clients at scale "
+        f"{opts.scale}, on the same PostgreSQL server.\n"
+    )
+    add(
+        "| configuration | connections | requests/s | latency ms (p50 / p99) | errors "
+        "| server CPU (cores) | requests per server CPU-second | PostgreSQL CPU (cores) "
+        "| load generator CPU (cores) | other CPU (cores) |"
+    )
+    add("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for s in series.values():
+        bank = s.config.server is not None
+        add(
+            f"| {s.config.label} | {s.config.connections} | {_n(s.median('rate'))} "
+            f"| {s.latency()} | {s.errors} "
+            + (
+                f"| {s.median('server_cores'):.2f} | {_n(s.median('per_cpu_s'))} "
+                if bank
+                else "| – | – "
+            )
+            + (f"| {s.median('pg_cores'):.2f} " if s is not sqlite else "| – ")
+            + f"| {s.median('client_cores'):.2f} "
+            + f"| {statistics.median(_others(r) for r in s.runs):.2f} |"
+        )
+    add("\nCommands (ports and the scratch database differ from run to run):\n")
+    add("```")
+    for s in series.values():
+        add(s.command)
+    add("```\n")
+
+    add("## Against pgbench\n")
+    ratio1, ratio2 = pg1.median("rate") / tps, pg2.median("rate") / tps
+    verdict = "matches or beats" if ratio1 >= 1 else "does NOT match"
+    add(
+        f"On the same PostgreSQL server in the same run, socklab's bank served "
+        f"{_n(pg1.median('rate'))} deposits/s with 1 worker and {_n(pg2.median('rate'))} "
+        f"with 2, against pgbench's {_n(tps)} TPC-B transactions/s: {ratio1:.2f}× and "
+        f"{ratio2:.2f}×, so with 1 worker it {verdict} pgbench.\n"
+    )
+    add(
+        "PostgreSQL CPU per request (the backends of the benchmark's database; the WAL "
+        "writer and other background processes are in *other CPU*): "
+        + ", ".join(
+            f"{s.config.label} {1e6 * s.median('pg_cores') / s.median('rate'):.0f} µs"
+            for s in (pg1, pg2, half, pgb)
+        )
+        + ". A TPC-B transaction is five statements and one commit for one client; "
+        "socklab's group commit posts every deposit pending in a process as one statement "
+        "and one commit, so the database does less per deposit, but a process has only one "
+        "batch in flight: its rate is bounded by the batch's round trip, not by the "
+        "database's CPU.\n"
+    )
+
+    add("## Workers: cost, not speed-up\n")
+    add(
+        f"On {cores} cores that the load generator and PostgreSQL also use, a second worker "
+        "cannot add throughput; what matters is whether it makes each request dearer. "
+        "Requests per CPU-second of the server processes (the supervisor and all its "
+        "workers; user+sys from `/proc/PID/stat` over the measured window):\n"
+    )
+    add(
+        f"- {pg1.config.label}, {pg1.config.connections} connections: {_n(cost1)}\n"
+        f"- {pg2.config.label}, {pg2.config.connections} connections: {_n(cost2)} — "
+        f"{_gap(cost1, cost2):.0%} from 1 worker "
+        f"({'within' if _gap(cost1, cost2) <= WITHIN else 'NOT within'} {WITHIN:.0%})\n"
+        f"- {half.config.label} (each of 2 workers' share of the connections): "
+        f"{_n(cost_half)} — {_gap(cost_half, cost2):.0%} from 2 workers "
+        f"({'within' if _gap(cost_half, cost2) <= WITHIN else 'NOT within'} {WITHIN:.0%})\n"
+    )
+    add(
+        "The cost of a request depends on how many requests a process has at once: a "
+        "process's group commit posts all its pending deposits as one batch, and a batch "
+        "has a fixed cost (its round trips to the database, the shared statistics query), "
+        "spread over fewer deposits when there are fewer connections. The third line "
+        "separates the two effects: one worker carrying what each of two workers carries.\n"
+    )
+    per_core = min(cost1, cost2)
+    pg_s = pg2.median("pg_cores") / pg2.median("rate")
+    add(
+        f"So one core of socklab serves about {_n(per_core)} of these deposits per second "
+        "(the lower of the 1- and 2-worker costs: a busy process has bigger batches and "
+        "does better). Workers and hosts share nothing but the database, so N cores of "
+        "socklab processes serve about N times that while PostgreSQL keeps up; at the "
+        f"database cost measured with 2 workers ({1e6 * pg_s:.0f} µs of PostgreSQL CPU per "
+        "deposit) that needs:\n"
+    )
+    add("| socklab cores | deposits/s | PostgreSQL cores for that rate |")
+    add("|---:|---:|---:|")
+    for n in (1, 2, 4, 8, 16, 32):
+        add(f"| {n} | {_n(n * per_core)} | {n * per_core * pg_s:.1f} |")
+    add(
+        "\nA projection, not a measurement: it is linear in costs measured on one small "
+        "machine, and it ignores the database's limits other than CPU: every posting to an "
+        "account takes that account's row lock until it commits, so a few hot accounts "
+        "(this benchmark uses three) cap the rate whatever the number of socklab "
+        "processes; deposits spread over many accounts do not meet.\n"
+    )
+
+    add("## Every run\n")
+    add(
+        "| run | configuration | requests/s | server CPU | requests per server CPU-second "
+        "| PostgreSQL CPU | load generator CPU | other CPU |"
+    )
+    add("|---:|---|---:|---:|---:|---:|---:|---:|")
+    for i in range(opts.runs):
+        for s in series.values():
+            r = s.runs[i]
+            bank = s.config.server is not None
+            add(
+                f"| {i + 1} | {s.config.label} | {_n(r['rate'])} "
+                + (f"| {r['server_cores']:.2f} | {_n(r['per_cpu_s'])} " if bank else "| – | – ")
+                + (f"| {r['pg_cores']:.2f} " if s is not sqlite else "| – ")
+                + f"| {r['client_cores']:.2f} | {_others(r):.2f} |"
+            )
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    add(f"\nMeasured {when}.")
+    return "\n".join(out) + "\n"
+
+
+# -- main --------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per run")
+    parser.add_argument("--warmup", type=float, default=1.0, help="socklab bench's warm-up")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get("SOCKLAB_BENCH_POSTGRES_URL", DEFAULT_PG_URL),
+        help="a database of the PostgreSQL server to use: the benchmark creates and drops "
+        f"its own database there [default: {DEFAULT_PG_URL}; env SOCKLAB_BENCH_POSTGRES_URL]",
+    )
+    parser.add_argument("--scale", type=int, help="pgbench -i -s (default: --connections)")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--json", type=Path, help="also write every run's raw figures here")
+    given = list(sys.argv[1:] if argv is None else argv)
+    ns = parser.parse_args(given)
+    c = ns.connections
+    opts = Options(ns.runs, ns.duration, ns.warmup, c, ns.scale or c)
+    if shutil.which("pgbench") is None:
+        parser.error("pgbench is not on PATH (it comes with PostgreSQL's client programs)")
+    configs = [
+        Config("sqlite", "socklab, SQLite", "sqlite", c),
+        Config("pg-1", "socklab, PostgreSQL, 1 worker", "pg", c),
+        Config("pg-2", "socklab, PostgreSQL, --workers 2", "pg-workers", c),
+        Config("pg-1-half", "socklab, PostgreSQL, 1 worker, half the connections", "pg", c // 2),
+        Config("pgbench", "pgbench TPC-B", None, c),
+    ]
+    serve = {
+        "sqlite": "socklab serve bank -q --db sqlite:///bank.db",
+        "pg": "socklab serve bank -q --db postgresql://…",
+        "pg-workers": "socklab serve bank -q --db postgresql://… --workers 2",
+    }
+    series = {
+        cfg.key: Series(
+            cfg,
+            f"pgbench -i -s {opts.scale} DB; pgbench {shlex.join(opts.pgbench_args())} DB"
+            if cfg.server is None
+            else f"{serve[cfg.server]}; "
+            f"socklab bench bank {shlex.join(opts.bench_args(cfg.connections))}",
+        )
+        for cfg in configs
+    }
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    info = machine(ns.pg_url)
+    with (
+        scratch_database(ns.pg_url) as database,
+        tempfile.TemporaryDirectory(prefix="socklab-scaling-") as tmp,
+    ):
+        pg_target = pgbench_args(with_database(ns.pg_url, database))
+        log(f"pgbench -i -s {opts.scale} into the scratch database {database}")
+        subprocess.run(
+            ["pgbench", "-i", "-q", "-s", str(opts.scale), *pg_target[0]],
+            check=True,
+            capture_output=True,
+            env={**os.environ, **pg_target[1]},
+        )
+        import psycopg
+
+        with psycopg.connect(with_database(ns.pg_url, database), autocommit=True) as conn:
+            conn.execute("CREATE SCHEMA socklab")  # the ledger's tables, apart from pgbench's
+        pg_ledger = with_database(ns.pg_url, database, schema="socklab")
+        with (
+            CpuSampler(database) as sampler,
+            bank_server("sqlite", f"sqlite:///{Path(tmp) / 'bank.db'}", 1) as sqlite_server,
+            bank_server("pg", pg_ledger, 1) as pg_server,
+            bank_server("pg-workers", pg_ledger, 2) as workers_server,
+        ):
+            servers = {s.key: s for s in (sqlite_server, pg_server, workers_server)}
+            sampler.roots.update({key: s.proc.pid for key, s in servers.items()})
+            for i in range(opts.runs):
+                turn = i % len(configs)  # a different configuration goes first each run
+                for cfg in configs[turn:] + configs[:turn]:
+                    if cfg.server is None:
+                        result = run_pgbench(sampler, pg_target, opts)
+                    else:
+                        result = run_bench(sampler, servers[cfg.server], opts, cfg.connections)
+                    series[cfg.key].runs.append(result)
+                    cost = (
+                        f", server {result['server_cores']:.2f} cores, "
+                        f"{result['per_cpu_s']:,.0f} per CPU-s"
+                        if cfg.server
+                        else ""
+                    )
+                    log(
+                        f"run {i + 1}/{opts.runs} {cfg.label}: {result['rate']:,.0f}/s{cost}, "
+                        f"postgres {result['pg_cores']:.2f} cores, other "
+                        f"{_others(result):.2f} cores, errors {result['errors']}"
+                    )
+    command = shlex.join(["python", "benchmarks/bank_scaling.py", *given])
+    ns.output.write_text(render(info, command, opts, series))
+    log(f"wrote {ns.output}")
+    if ns.json:
+        ns.json.write_text(json.dumps({k: s.runs for k, s in series.items()}, indent=1))
+    return 0 if all(s.errors == 0 for s in series.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
