@@ -291,3 +291,21 @@ class KeyedRequest:
     def __post_init__(self) -> None:
         fp = fingerprint(self.op, self.account, self.counterparty, self.amount_cents)
         object.__setattr__(self, "fingerprint", fp)
+
+
+class KeyedPostings:
+    """deposit, withdraw and transfer of a backend, as ``KeyedRequest``s for its ``_post``."""
+
+    async def _post(self, req: KeyedRequest) -> Receipt:
+        raise NotImplementedError
+
+    async def deposit(self, account: AccountId, amount_cents: int, *, key: str) -> Receipt:
+        return await self._post(KeyedRequest("deposit", account, None, amount_cents, key))
+
+    async def withdraw(self, account: AccountId, amount_cents: int, *, key: str) -> Receipt:
+        return await self._post(KeyedRequest("withdraw", account, None, amount_cents, key))
+
+    async def transfer(
+        self, src: AccountId, dst: AccountId, amount_cents: int, *, key: str
+    ) -> Receipt:
+        return await self._post(KeyedRequest("transfer", src, dst, amount_cents, key))

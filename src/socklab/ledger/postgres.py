@@ -57,6 +57,7 @@ from socklab.ledger.base import (
     DEMO_PIN,
     Account,
     AccountId,
+    KeyedPostings,
     KeyedRequest,
     LedgerSettings,
     Posting,
@@ -101,7 +102,7 @@ class _Pending:
     future: asyncio.Future[Receipt | RequestRejected | None]
 
 
-class PostgresLedger:
+class PostgresLedger(KeyedPostings):
     """The PostgreSQL ``Ledger``. Build it with ``open_postgres_ledger``; use it from the
     event loop that opened it."""
 
@@ -336,17 +337,6 @@ class PostgresLedger:
             return await store.verify(conn)
 
     # --- money --------------------------------------------------------------------
-
-    async def deposit(self, account: AccountId, amount_cents: int, *, key: str) -> Receipt:
-        return await self._post(KeyedRequest("deposit", account, None, amount_cents, key))
-
-    async def withdraw(self, account: AccountId, amount_cents: int, *, key: str) -> Receipt:
-        return await self._post(KeyedRequest("withdraw", account, None, amount_cents, key))
-
-    async def transfer(
-        self, src: AccountId, dst: AccountId, amount_cents: int, *, key: str
-    ) -> Receipt:
-        return await self._post(KeyedRequest("transfer", src, dst, amount_cents, key))
 
     async def _post(self, req: KeyedRequest) -> Receipt:
         validate_key(req.key)

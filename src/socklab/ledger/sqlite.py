@@ -42,6 +42,7 @@ from socklab.ledger.base import (
     DEMO_PIN,
     Account,
     AccountId,
+    KeyedPostings,
     KeyedRequest,
     LedgerSettings,
     Posting,
@@ -156,7 +157,7 @@ class _Worker:
             conn.close()
 
 
-class SqliteLedger:
+class SqliteLedger(KeyedPostings):
     """The SQLite ``Ledger``. Build it with ``open_sqlite_ledger``."""
 
     def __init__(self, path: str, settings: LedgerSettings, conn: sqlite3.Connection) -> None:
@@ -342,17 +343,6 @@ class SqliteLedger:
         return await self._read(store.verify)
 
     # --- money --------------------------------------------------------------------
-
-    async def deposit(self, account: AccountId, amount_cents: int, *, key: str) -> Receipt:
-        return await self._post(KeyedRequest("deposit", account, None, amount_cents, key))
-
-    async def withdraw(self, account: AccountId, amount_cents: int, *, key: str) -> Receipt:
-        return await self._post(KeyedRequest("withdraw", account, None, amount_cents, key))
-
-    async def transfer(
-        self, src: AccountId, dst: AccountId, amount_cents: int, *, key: str
-    ) -> Receipt:
-        return await self._post(KeyedRequest("transfer", src, dst, amount_cents, key))
 
     async def _post(self, req: KeyedRequest) -> Receipt:
         validate_key(req.key)
