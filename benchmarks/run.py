@@ -37,6 +37,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -461,6 +462,100 @@ def text_scenarios(opts: Options, log: Any) -> dict[str, Series]:
     return series
 
 
+BANK_CONNECTIONS = 16
+
+
+def bank_scenarios(opts: Options, log: Any) -> dict[str, Series]:
+    """Keyed durable deposits, 16 ATM connections one request at a time, on SQLite:
+    the same server with group commit (the default) and with one commit per posting."""
+    args = [
+        "--connections",
+        str(BANK_CONNECTIONS),
+        "--duration",
+        f"{opts.duration_s:g}",
+        "--warmup",
+        f"{opts.warmup_s:g}",
+        "--processes",
+        str(opts.processes),
+        "--dialect",
+        "json",
+    ]
+    series = {
+        "bank-group": Series("socklab bank, group commit", shown(["bank", *args])),
+        "bank-single": Series("socklab bank, one commit per posting", shown(["bank", *args])),
+    }
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        CpuSampler() as sampler,
+        socklab_server("bank", ["--db", f"sqlite:///{scratch}/group.db"]) as group,
+        socklab_server(
+            "bank", ["--db", f"sqlite:///{scratch}/single.db", "--no-group-commit"]
+        ) as single,
+    ):
+        sampler.pids.update({group.proc.pid, single.proc.pid})
+        steps = [("bank-group", group), ("bank-single", single)]
+        for i in range(opts.runs):
+            turn = i % len(steps)
+            for key, server in steps[turn:] + steps[:turn]:
+                result = measure(sampler, server, "bank", args, opts.timeout_s)
+                series[key].runs.append(result)
+                log(
+                    f"run {i + 1}/{opts.runs} {series[key].label}: "
+                    f"{result['requests_per_s']:,.0f} req/s, p99 {result['latency_ms']['p99']} ms, "
+                    f"errors {result['errors']}, server cpu {_pct(result['server_cpu'])}"
+                )
+    return series
+
+
+def render_bank(bank: dict[str, Series]) -> list[str]:
+    group, single = bank["bank-group"], bank["bank-single"]
+    rate, single_rate = group.median("requests_per_s"), single.median("requests_per_s")
+    p99 = group.median("latency_ms.p99")
+    ratio = rate / single_rate if single_rate else 0.0
+    out = [
+        "## Bank: keyed durable deposits",
+        "",
+        f"{BANK_CONNECTIONS} ATM connections over json, each logged in once and then sending "
+        "deposits of 1.00 one at a time, each with a fresh idempotency key; SQLite in WAL mode "
+        "with synchronous=FULL, so every acknowledged deposit is on disk. The same server "
+        "without group commit (`--no-group-commit`: one transaction per posting) is measured "
+        "in the same run.",
+        "",
+        "| server | tx/s | vs one commit per posting | p50 ms | p90 ms | p99 ms | max ms "
+        "| errors | server CPU | machine busy | tx/s of each run |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+    ]
+    for s in (group, single):
+        each = ", ".join(_fmt_rate(r["requests_per_s"]) for r in s.runs)
+        out.append(
+            f"| {s.label} | {_fmt_rate(s.median('requests_per_s'))} | "
+            f"{s.median('requests_per_s') / single_rate if single_rate else 0:.2f}x | "
+            f"{_fmt_ms(s.median('latency_ms.p50'))} | {_fmt_ms(s.median('latency_ms.p90'))} | "
+            f"{_fmt_ms(s.median('latency_ms.p99'))} | {_fmt_ms(s.median('latency_ms.max'))} | "
+            f"{s.error_text} | {_pct(s.median_of('server_cpu'))} | "
+            f"{_pct(s.median_of('machine_busy'))} | {each} |"
+        )
+
+    def met(ok: bool) -> str:
+        return "met" if ok else "not met"
+
+    out += [
+        "",
+        "Targets:",
+        "",
+        f"- at least 8,000 transactions/s: **{_fmt_rate(rate)}** -> **{met(rate >= 8000)}**",
+        f"- p99 under 20 ms: **{_fmt_ms(p99)} ms** -> **{met(p99 < 20)}**",
+        f"- at least 2x the same server with one commit per posting: **{ratio:.2f}x** -> "
+        f"**{met(ratio >= 2)}**",
+        "",
+        "Command (each server on its own fresh database; the port filled in):",
+        "",
+        f"- `{group.command}`",
+        "",
+    ]
+    return out
+
+
 def numbers_scenarios(opts: Options, log: Any) -> dict[str, Series]:
     """Small requests alone; then small ones while big ones go on; big easy ones alone."""
     small_n = max(1, opts.connections - opts.big_connections)
@@ -536,6 +631,7 @@ def render(
     opts: Options,
     text: dict[str, Series],
     numbers: dict[str, Series],
+    bank: dict[str, Series],
 ) -> str:
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     out = [
@@ -677,6 +773,8 @@ def render(
         out += ["", "Commands:", ""]
         out += [f"- {s.label}: `{s.command}`" for s in numbers.values()]
         out.append("")
+    if bank:
+        out += render_bank(bank)
     out += [METHOD]
     return "\n".join(out)
 
@@ -752,7 +850,7 @@ def main(argv: list[str] | None = None) -> int:
         "--skip",
         action="append",
         default=[],
-        choices=["text", "text-json", "numbers", "numbers-baseline"],
+        choices=["text", "text-json", "numbers", "numbers-baseline", "bank"],
         help="leave out a scenario (repeatable)",
     )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
@@ -777,8 +875,9 @@ def main(argv: list[str] | None = None) -> int:
     log(" | ".join(f"{k}: {v}" for k, v in info.items()))
     text = {} if "text" in opts.skip else text_scenarios(opts, log)
     numbers = {} if "numbers" in opts.skip else numbers_scenarios(opts, log)
+    bank = {} if "bank" in opts.skip else bank_scenarios(opts, log)
     report = render(
-        info, _without_output(sys.argv[1:] if argv is None else argv), opts, text, numbers
+        info, _without_output(sys.argv[1:] if argv is None else argv), opts, text, numbers, bank
     )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report + "\n", encoding="utf-8")
