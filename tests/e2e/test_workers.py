@@ -79,3 +79,13 @@ def test_terminating_exchange_ends_all_workers_with_status_0() -> None:
         time.sleep(0.05)
     assert server.wait(20) == 0
     assert server.text().count("Terminating the server.") >= 2
+
+
+def test_workers_do_not_outlive_a_killed_supervisor() -> None:
+    server = start_server_process("exchange", "--port", "0", "--workers", "2", listeners=2)
+    workers = children(server.proc.pid)
+    assert len(workers) == 2
+    server.proc.kill()
+    server.wait()
+    assert wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers))
+    assert wait_for(lambda: port_is_free(server.port))

@@ -11,6 +11,7 @@ by itself (the exchange service terminating) is not restarted.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import signal
@@ -24,6 +25,7 @@ from socklab.logs import fn
 
 log = logging.getLogger(__name__)
 
+PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 RESTART_DELAY_S = 0.5
 """Pause before restarting a crashed worker."""
 STARTUP_S = 2.0
@@ -40,6 +42,21 @@ def reserve_port(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _worker_main(target: Callable[[], None]) -> None:
+    _die_with_parent()
+    target()
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to send this worker SIGTERM if the supervisor dies (even by ``kill -9``),
+    so no orphaned worker keeps serving a port. Elsewhere nothing happens."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+
+
 class Supervisor:
     """Keeps ``count`` processes running ``target`` until told to stop."""
 
@@ -54,7 +71,9 @@ class Supervisor:
         self._status = 0
 
     def _spawn(self, slot: int) -> None:
-        process = self._context.Process(target=self.target, name=f"socklab-worker-{slot}")
+        process = self._context.Process(
+            target=_worker_main, args=(self.target,), name=f"socklab-worker-{slot}"
+        )
         process.start()
         self._workers[slot] = process
         self._started_at[slot] = time.monotonic()
