@@ -6,7 +6,8 @@ workers. Each worker runs the ordinary single-process server with ``reuse_port=T
 the kernel spreads new connections over the workers' listening sockets. The supervisor
 restarts a worker that dies unexpectedly, forwards SIGINT/SIGTERM to all workers (each
 then shuts down gracefully), and exits 0 once they are all gone. A worker that exits 0
-by itself (the exchange service terminating) is not restarted.
+by itself (the exchange service terminating) ends the whole server: the others are
+stopped gracefully, as one process would have stopped.
 """
 
 from __future__ import annotations
@@ -113,8 +114,11 @@ class Supervisor:
                     continue
                 del self._workers[slot]
                 if process.exitcode == 0:
-                    log.info("Worker %d finished", slot, extra=fn("supervise"))
-                    continue
+                    # Its services stopped by themselves (the exchange terminating): the
+                    # server as a whole terminates, as a single process would.
+                    log.info("Worker %d finished; stopping the others", slot, extra=fn("supervise"))
+                    self._stopping = True
+                    break
                 if time.monotonic() - self._started_at[slot] < STARTUP_S:
                     log.error(
                         "Worker %d failed at start (status %s); stopping",
