@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import select
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -377,6 +378,17 @@ def _new_future() -> asyncio.Future[Receipt | RequestRejected | None]:
     return asyncio.get_running_loop().create_future()
 
 
+async def _check_if_suspicious(conn: Conn) -> None:
+    """The pool's check before handing out ``conn``: the full check (an empty query, one
+    round trip) only when the idle connection's socket has something to read. An idle
+    connection has nothing to say; a backend that was terminated or a server that went
+    away leaves an error message or an EOF there. Checking every connection every time
+    cost about a fifth of the bank's throughput."""
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    if readable or conn.broken:
+        await AsyncConnectionPool.check_connection(conn)
+
+
 def _storage_error(exc: Exception, where: str) -> StorageError:
     error = StorageError(f"ledger database error ({where}): {exc}")
     error.__cause__ = exc
@@ -409,10 +421,9 @@ async def open_postgres_ledger(dsn: str, settings: LedgerSettings | None = None)
         max_size=POOL_MAX_SIZE,
         kwargs=kwargs,
         configure=store.configure,
-        # Each connection is checked (an empty query) before use, so that one broken by
-        # a database restart is replaced instead of failing a request. With batched
-        # writes and shared stats reads this costs ~15 us of CPU per request, no rate.
-        check=AsyncConnectionPool.check_connection,
+        # A connection broken by a database restart is replaced instead of failing a
+        # request; see _check_if_suspicious for why this costs no round trip.
+        check=_check_if_suspicious,
         open=False,
         name="socklab-ledger",
         timeout=CONNECT_TIMEOUT_S,
