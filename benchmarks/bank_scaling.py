@@ -32,15 +32,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import importlib.metadata
 import json
 import os
-import platform
 import re
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,6 +51,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+import run  # the sibling benchmarks/run.py: machine facts, server processes
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "docs" / "scaling.md"
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -66,50 +65,12 @@ WITHIN = 0.10
 
 
 def machine(pg_url: str) -> dict[str, str]:
-    """What a reader needs to compare figures."""
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    try:
-        loop = f"uvloop {importlib.metadata.version('uvloop')}"
-    except importlib.metadata.PackageNotFoundError:
-        loop = "asyncio (uvloop not installed)"
-    load = "unknown"
-    with contextlib.suppress(OSError):
-        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    info = {
-        "cpu": model,
-        "cores": f"{os.cpu_count()} logical ({len(os.sched_getaffinity(0))} usable)",
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "event loop": loop,
-        "os": f"{platform.system()} {platform.release()}",
-        "postgresql": _pg_version(pg_url),
-        "pgbench": _command_output(["pgbench", "--version"]),
-        "load average before": load,
-        "socklab": _revision(),
-    }
-    return info
-
-
-def _revision() -> str:
-    """The commit measured, and the source files that differ from it."""
-    git = ["git", "-C", str(ROOT)]
-    revision = "git " + _command_output([*git, "rev-parse", "--short", "HEAD"])
-    changed = _command_output([*git, "diff", "--name-only", "HEAD", "--", "src"]).split()
-    if changed:
-        revision += f" with uncommitted changes in {', '.join(changed)}"
-    return revision
-
-
-def _command_output(cmd: list[str]) -> str:
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return done.stdout.strip()
+    """What a reader needs to compare figures: ``run.py``'s, plus the database's."""
+    info = run.machine()
+    tail = {key: info.pop(key) for key in ("load average before", "socklab")}
+    info["postgresql"] = _pg_version(pg_url)
+    info["pgbench"] = run.command_output(["pgbench", "--version"])
+    return {**info, **tail}
 
 
 def _pg_version(pg_url: str) -> str:
@@ -298,13 +259,6 @@ class CpuSampler:
 # -- servers and load --------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def listening_sockets(port: int) -> int:
     """How many sockets listen on ``port`` (one per worker with SO_REUSEPORT)."""
     count = 0
@@ -317,34 +271,15 @@ def listening_sockets(port: int) -> int:
     return count
 
 
-@dataclass
-class Server:
-    key: str
-    proc: subprocess.Popen[bytes]
-    port: int
-    output: bytearray = field(default_factory=bytearray)
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            tail = self.output.decode("utf-8", "replace")[-2000:]
-            raise RuntimeError(f"{self.key} exited with {self.proc.returncode}:\n{tail}")
-
-
-def _drain(stream: Any, sink: bytearray) -> None:
-    with contextlib.suppress(ValueError, OSError):
-        for line in iter(stream.readline, b""):
-            sink += line
-
-
 @contextlib.contextmanager
-def bank_server(key: str, db_url: str, workers: int) -> Iterator[Server]:
+def bank_server(key: str, db_url: str, workers: int) -> Iterator[run.Server]:
     """``socklab serve bank -q`` on ``db_url``, ready once every worker listens."""
-    port = free_port()
+    port = run.free_port()
     cmd = [sys.executable, "-m", "socklab", "serve", "bank", "--port", str(port), "-q"]
     cmd += ["--db", db_url, "--workers", str(workers)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
-    server = Server(key, proc, port)
-    threading.Thread(target=_drain, args=(proc.stdout, server.output), daemon=True).start()
+    server = run.Server(key, proc, port)
+    threading.Thread(target=run.drain, args=(proc.stdout, server.output), daemon=True).start()
     try:
         deadline = time.monotonic() + 60
         while listening_sockets(port) < workers:
@@ -405,7 +340,7 @@ def _window_figures(sampler: CpuSampler, start: float, end: float) -> dict[str, 
 
 
 def run_bench(
-    sampler: CpuSampler, server: Server, opts: Options, connections: int
+    sampler: CpuSampler, server: run.Server, opts: Options, connections: int
 ) -> dict[str, Any]:
     """One ``socklab bench bank`` run, with the server's and the database's CPU in its window."""
     server.check_alive()
@@ -421,7 +356,7 @@ def run_bench(
     start = float(result["window_began_monotonic"])
     end = start + float(result["window_s"])
     result["rate"] = float(result["requests_per_s"])
-    result["server_cores"] = sampler.cores(server.key, start, end)
+    result["server_cores"] = sampler.cores(server.name, start, end)
     result["per_cpu_s"] = result["rate"] / result["server_cores"]
     result["client_cores"] = sum(result["client_cpu"])
     result.update(_window_figures(sampler, start, end))
@@ -739,7 +674,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bank_server("pg", pg_ledger, 1) as pg_server,
             bank_server("pg-workers", pg_ledger, 2) as workers_server,
         ):
-            servers = {s.key: s for s in (sqlite_server, pg_server, workers_server)}
+            servers = {s.name: s for s in (sqlite_server, pg_server, workers_server)}
             sampler.roots.update({key: s.proc.pid for key, s in servers.items()})
             for i in range(opts.runs):
                 turn = i % len(configs)  # a different configuration goes first each run

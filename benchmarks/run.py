@@ -85,16 +85,24 @@ def machine() -> dict[str, str]:
 
 
 def _git_revision() -> str:
+    """The commit measured, and the source files that differ from it."""
+    git = ["git", "-C", str(ROOT)]
+    revision = command_output([*git, "rev-parse", "--short", "HEAD"])
+    if revision == "unknown":
+        return revision
+    changed = command_output([*git, "diff", "--name-only", "HEAD", "--", "src"]).split()
+    if changed:
+        return f"git {revision} with uncommitted changes in {', '.join(changed)}"
+    return f"git {revision}"
+
+
+def command_output(cmd: list[str]) -> str:
+    """What ``cmd`` prints, or ``unknown``."""
     try:
-        rev = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return f"git {rev}"
+    return done.stdout.strip()
 
 
 # -- servers -----------------------------------------------------------------------------
@@ -132,7 +140,7 @@ def _wait_connectable(server: Server, timeout_s: float = 20.0) -> None:
     raise RuntimeError(f"{server.name} is not accepting connections on port {server.port}")
 
 
-def _drain(stream: Any, sink: bytearray) -> None:
+def drain(stream: Any, sink: bytearray) -> None:
     with contextlib.suppress(ValueError, OSError):
         for line in iter(stream.readline, b""):
             sink += line
@@ -167,7 +175,7 @@ def _process(name: str, cmd: list[str], port: int | None) -> Iterator[Server]:
             if match is None:
                 raise RuntimeError(f"{name} did not start: {line!r}")
             port = int(match.group(1))
-        reader = threading.Thread(target=_drain, args=(proc.stdout, output), daemon=True)
+        reader = threading.Thread(target=drain, args=(proc.stdout, output), daemon=True)
         reader.start()
         server = Server(name, proc, port, output)
         _wait_connectable(server)
