@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from socklab.errors import StorageError
+from socklab.errors import InsufficientFunds, StorageError
 from socklab.ledger import Ledger, LedgerSettings, open_ledger, split_ledger_url
 from socklab.ledger import sqlite as sqlite_ledger
 from socklab.ledger import sqlite_store as store
@@ -343,3 +343,21 @@ def test_open_ledger_reads_a_relative_path(
     ledger: Ledger = runner.run(open_ledger("sqlite:///rel.db?group_commit=0"))
     runner.run(ledger.close())
     assert (tmp_path / "rel.db").exists()
+
+
+def test_stats_after_a_posting_come_from_its_commit_not_a_read(
+    runner: asyncio.Runner, db: Path
+) -> None:
+    ledger = opened(runner, db)
+    assert runner.run(ledger.stats()).total == 0  # nothing written yet: read from the file
+    runner.run(ledger.deposit(1, 100, key="a"))
+    with pytest.raises(InsufficientFunds):
+        runner.run(ledger.withdraw(2, 10**8, key="b"))
+
+    async def no_reads(job: object) -> object:
+        raise AssertionError("stats() went to the reader thread")
+
+    ledger._read = no_reads  # type: ignore[method-assign]
+    stats = runner.run(ledger.stats())
+    assert (stats.total, stats.successful, stats.failed) == (2, 1, 1)
+    runner.run(ledger.close())

@@ -164,6 +164,7 @@ class SqliteLedger(KeyedPostings):
         self._path = path
         self._settings = settings
         self._closed = False
+        self._committed_stats: Stats | None = None
         # Request counts of the batch being written; only the writer thread touches them.
         self._successful = 0
         self._failed = 0
@@ -230,9 +231,13 @@ class SqliteLedger(KeyedPostings):
                 else:
                     conn.execute("RELEASE job")
                 results.append(result)
+            stats = None
             if self._successful or self._failed:
                 store.add_stats(conn, self._successful, self._failed)
+                stats = store.read_stats(conn)
             conn.execute("COMMIT")
+            if stats is not None:
+                self._committed_stats = stats  # before any caller of this batch is answered
         except Exception as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
@@ -337,6 +342,13 @@ class SqliteLedger(KeyedPostings):
         return postings
 
     async def stats(self) -> Stats:
+        # The statistics as of the writer's last commit (read inside that transaction, so
+        # they include every process's committed counts): each caller answered so far sees
+        # its own request counted, without a trip to the reader thread. Until this process
+        # has written, the database is read.
+        committed = self._committed_stats
+        if committed is not None:
+            return committed
         return await self._read(store.read_stats)
 
     async def verify(self) -> VerifyReport:
