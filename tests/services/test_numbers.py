@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from helpers import running_server
+from helpers import captured_records, running_server
 from socklab.errors import InvalidRequest, RequestRejected, ServerBusy, TooLarge, UnknownOperation
 from socklab.services.base import ConnectionInfo
 from socklab.services.numbers import (
@@ -35,26 +35,11 @@ M523 = 2**523 - 1  # composite without small factors, a strong pseudoprime to ba
 BIG_PRIME = "1" + "0" * 9_994 + "33603"  # 10**9999 + 33603, the least 10,000-digit prime
 
 
-class ListHandler(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @pytest.fixture
 def records() -> Iterator[list[logging.LogRecord]]:
-    """The service's log records (on its own logger: the CLI may stop propagation)."""
-    logger = logging.getLogger("socklab.services.numbers")
-    handler = ListHandler()
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield handler.records
-    logger.removeHandler(handler)
-    logger.setLevel(level)
+    """The service's log records."""
+    with captured_records("socklab.services.numbers") as captured:
+        yield captured
 
 
 def open_session(service: NumbersService | None = None) -> NumbersSession:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from helpers import captured_records
 from socklab.errors import InvalidRequest, RequestRejected, UnknownOperation
 from socklab.services.base import ConnectionInfo
 from socklab.services.text import (
@@ -21,26 +22,11 @@ from socklab.services.text import (
 PEER = "('127.0.0.1', 48528)"
 
 
-class ListHandler(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @pytest.fixture
 def records() -> Iterator[list[logging.LogRecord]]:
-    """The service's log records (on its own logger: the CLI may stop propagation)."""
-    logger = logging.getLogger("socklab.services.text")
-    handler = ListHandler()
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield handler.records
-    logger.removeHandler(handler)
-    logger.setLevel(level)
+    """The service's log records."""
+    with captured_records("socklab.services.text") as captured:
+        yield captured
 
 
 @pytest.fixture

@@ -67,7 +67,7 @@ def build_service(name: str, options: dict[str, Any]) -> Service:
         except ValueError as exc:
             raise click.BadParameter(str(exc)) from None
         return BankService(
-            resolve_db_url(options["db"]),
+            options["db"],  # resolved once, in serve()
             settings=ledger_settings,
             fail_rate=options["fail_rate"],
             fail_mode=options["fail_mode"],
@@ -302,9 +302,7 @@ def serve_with_workers(settings: ServeSettings, workers: int) -> int:
 
 def workers_refusal(settings: ServeSettings) -> str | None:
     """Why these settings cannot run in several processes, or ``None``."""
-    if "bank" in settings.services and str(settings.options.get("db", "sqlite")).startswith(
-        "sqlite"
-    ):
+    if "bank" in settings.services and settings.options["db"].startswith("sqlite"):
         return (
             "the bank on SQLite runs in one process (its group-commit writer owns the file); "
             "use --workers 1, or --db postgresql://... for several workers"
