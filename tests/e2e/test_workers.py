@@ -130,7 +130,7 @@ def test_a_worker_broken_at_start_makes_the_supervisor_give_up_after_the_limit()
     # Five failed; the other worker may have failed too before it was stopped.
     assert log.count("cannot open the ledger") in (5, 6)
     assert log.count("(failure at start") == 4
-    assert "failure at start 4 of 5 allowed within 60 s" in log
+    assert "(failure at start 4; giving up at 5 within 60 s)" in log
     assert "5 failures at start within 60 s; giving up and stopping" in log
     assert "Traceback" not in log
 

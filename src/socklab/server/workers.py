@@ -298,8 +298,8 @@ class Supervisor:
                 decision.cause,
                 decision.lifetime_s,
                 (
-                    f" (failure at start {decision.start_failures} of "
-                    f"{self.policy.max_start_failures} allowed within {self.policy.window_s:g} s)"
+                    f" (failure at start {decision.start_failures}; giving up at "
+                    f"{self.policy.max_start_failures} within {self.policy.window_s:g} s)"
                     if decision.is_start_failure
                     else ""
                 ),
