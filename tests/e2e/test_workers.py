@@ -95,7 +95,7 @@ def test_workers_killed_right_after_their_start_are_restarted_with_backoff() -> 
             assert server.proc.poll() is None, server.text()  # one kill never ends the service
             # The victim is gone and its replacement not yet started: the other one answers.
             assert convert(server.port) == {"id": 1, "ok": True, "lower": "hi", "upper": "HI"}
-            # Kill the replacement as soon as it exists, long before it has run 2 s.
+            # Kill the replacement as soon as it exists, long before it has run 5 s.
             assert wait_for(lambda: children(supervisor) - seen, every_s=0.002)
             (victim,) = children(supervisor) - seen
             seen.add(victim)
@@ -127,8 +127,9 @@ def test_a_worker_broken_at_start_makes_the_supervisor_give_up_after_the_limit()
         )
         assert server.wait(30) == 1
     log = server.text()
-    # Five failed; the other worker may have failed too before it was stopped.
-    assert log.count("cannot open the ledger") in (5, 6)
+    print(log)  # shown if the test fails
+    # Five failed at start (more on a machine so loaded that a failure takes over 5 s).
+    assert log.count("cannot open the ledger") >= 5
     assert log.count("(failure at start") == 4
     assert "(failure at start 4; giving up at 5 within 60 s)" in log
     assert "5 failures at start within 60 s; giving up and stopping" in log

@@ -37,7 +37,7 @@ from socklab.logs import fn
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
-STARTUP_S = 2.0
+STARTUP_S = 5.0
 """A worker that exits with an error status this soon after starting failed at start."""
 BASE_DELAY_S = 0.5
 """Pause before the first restart of a worker; each quick death in a row doubles it."""
