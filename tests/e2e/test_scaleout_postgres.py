@@ -403,7 +403,7 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost_or_doubled(postgres_url
     try:
         for thread in threads:
             thread.start()
-        # A worker dying within STARTUP_S of its start counts as broken, not as a crash.
+        # Kill a worker that has served for a while (one just started would do as well).
         assert wait_for(lambda: acked() >= 300 and time.monotonic() - listening_at > STARTUP_S)
         victim = min(before)
         os.kill(victim, signal.SIGKILL)
@@ -420,7 +420,7 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost_or_doubled(postgres_url
         status = server.stop()
         print(server.text()[-5000:])  # shown if the test fails
     assert status == 0
-    assert f"(pid {victim}) died with status -{signal.SIGKILL}; restarting it" in server.text()
+    assert f"(pid {victim}) killed by SIGKILL after" in server.text()
     assert [e for a in atms for e in a.errors] == []
     assert [op for a in atms for op in a.unsettled] == []
     # The clients of the killed worker lost their connections; the ATM client reconnected

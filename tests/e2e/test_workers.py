@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 from helpers import HOST, port_is_free, start_server_process
-from socklab.server.workers import STARTUP_S
 
 
 def children(pid: int) -> set[int]:
@@ -25,12 +24,19 @@ def exchange(port: int, number: int = 5) -> dict[str, object]:
         return reply
 
 
-def wait_for(predicate, timeout_s: float = 10) -> bool:  # type: ignore[no-untyped-def]
+def convert(port: int, text: str = "Hi") -> dict[str, object]:
+    with socket.create_connection((HOST, port), timeout=5) as sock:
+        sock.sendall(json.dumps({"op": "convert", "text": text, "id": 1}).encode() + b"\n")
+        reply: dict[str, object] = json.loads(sock.makefile("rb").readline())
+        return reply
+
+
+def wait_for(predicate, timeout_s: float = 10, every_s: float = 0.05) -> bool:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
             return True
-        time.sleep(0.05)
+        time.sleep(every_s)
     return False
 
 
@@ -42,7 +48,6 @@ def test_workers_share_the_port_and_a_killed_worker_is_replaced() -> None:
         before = children(server.proc.pid)
         for _ in range(20):
             assert exchange(server.port)["ok"] is True
-        time.sleep(STARTUP_S)  # a worker dying sooner counts as broken, not as a crash
         victim = min(before)
         os.kill(victim, signal.SIGKILL)
         assert wait_for(lambda: len(children(server.proc.pid) - before) == 1)
@@ -54,18 +59,81 @@ def test_workers_share_the_port_and_a_killed_worker_is_replaced() -> None:
     finally:
         assert server.stop() == 0
     log = server.text()
-    assert f"died with status -{signal.SIGKILL}; restarting it" in log
+    assert "killed by SIGKILL after" in log
+    assert "restarting it in 0.5 s" in log
     assert "Received SIGTERM, stopping 2 workers" in log
     assert port_is_free(server.port)
 
 
-def test_a_worker_that_cannot_start_stops_the_supervisor() -> None:
-    with socket.create_server((HOST, 0)) as taken:  # no SO_REUSEPORT: the workers cannot bind
+def test_a_port_taken_by_another_program_is_refused_before_any_worker_starts() -> None:
+    with socket.create_server((HOST, 0)) as taken:  # no SO_REUSEPORT: nobody else can bind
         port = taken.getsockname()[1]
         server = start_server_process(
             "exchange", "--port", str(port), "--workers", "2", listeners=0
         )
-        assert server.wait(20) != 0
+        assert server.wait(20) == 1
+    log = server.text()
+    assert "cannot listen on 127.0.0.1: Address already in use" in log
+    assert "Worker" not in log
+
+
+def test_workers_killed_right_after_their_start_are_restarted_with_backoff() -> None:
+    server = start_server_process("text", "--port", "0", "--workers", "2", listeners=2)
+    supervisor = server.proc.pid
+    try:
+        assert wait_for(lambda: len(children(supervisor)) == 2)
+        seen = children(supervisor)
+        victim = min(seen)
+        for kills in range(1, 4):
+            os.kill(victim, signal.SIGKILL)
+            assert wait_for(
+                lambda: (
+                    server.text().count("restarting it in") == kills  # noqa: B023
+                    or server.proc.poll() is not None
+                )
+            )
+            assert server.proc.poll() is None, server.text()  # one kill never ends the service
+            # The victim is gone and its replacement not yet started: the other one answers.
+            assert convert(server.port) == {"id": 1, "ok": True, "lower": "hi", "upper": "HI"}
+            # Kill the replacement as soon as it exists, long before it has run 5 s.
+            assert wait_for(lambda: children(supervisor) - seen, every_s=0.002)
+            (victim,) = children(supervisor) - seen
+            seen.add(victim)
+        assert wait_for(
+            lambda: "started and listening" in server.text().rsplit("restarting it", 1)[-1]
+        )
+        assert len(children(supervisor)) == 2
+        for _ in range(20):
+            assert convert(server.port)["ok"] is True
+        assert server.proc.poll() is None
+    finally:
+        assert server.stop() == 0
+    log = server.text()
+    restarts = [line for line in log.splitlines() if "restarting it in" in line]
+    assert len(restarts) == 3
+    assert all("killed by SIGKILL" in line for line in restarts)
+    # One worker died three times in a row: its restart waits doubled.
+    assert [line.rsplit(" in ", 1)[1] for line in restarts] == ["0.5 s", "1.0 s", "2.0 s"]
+    assert "failure at start" not in log
+    assert port_is_free(server.port)
+
+
+def test_a_worker_broken_at_start_makes_the_supervisor_give_up_after_the_limit() -> None:
+    with socket.socket() as closed:  # bound, never listening: connecting to it is refused
+        closed.bind((HOST, 0))
+        db = f"postgresql://postgres@{HOST}:{closed.getsockname()[1]}/test"
+        server = start_server_process(
+            "bank", "--port", "0", "--workers", "2", "--db", db, listeners=0
+        )
+        assert server.wait(30) == 1
+    log = server.text()
+    print(log)  # shown if the test fails
+    # Five failed at start (more on a machine so loaded that a failure takes over 5 s).
+    assert log.count("cannot open the ledger") >= 5
+    assert log.count("(failure at start") == 4
+    assert "(failure at start 4; giving up at 5 within 60 s)" in log
+    assert "5 failures at start within 60 s; giving up and stopping" in log
+    assert "Traceback" not in log
 
 
 def test_terminating_exchange_ends_all_workers_with_status_0() -> None:
