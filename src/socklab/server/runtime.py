@@ -339,13 +339,13 @@ class Connection(asyncio.Protocol):
             decoder.feed(data)
         else:
             decoder.feed(data)
+        if decoder.buffered_bytes > self.limits.input_pause_bytes:
+            self._pause_reading()  # until the slices below bring it under the bound again
         if self._pump_handle is None:  # else a slice is due already: no extra turn
             self._pump()
         if self._closed:
             return
         self._account()
-        if decoder.buffered_bytes > self.limits.input_pause_bytes:
-            self._pause_reading()
         if self.listener.buffered_bytes > self.limits.max_buffered_bytes:
             self.listener.shed_input()
 
