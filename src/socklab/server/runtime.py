@@ -86,9 +86,9 @@ class Limits:
     """Connections from one client address; a lab behind one NAT shares one address."""
     max_buffered_bytes: int = 32 * 1024 * 1024
     """Input bytes buffered by all the connections of one service together."""
-    messages_per_turn: int = 64
+    messages_per_turn: int = 32
     """Messages one connection may answer before the others get a turn."""
-    turn_budget_s: float = 0.002
+    turn_budget_s: float = 0.001
     """Time one connection may spend answering before the others get a turn."""
 
     def __post_init__(self) -> None:
