@@ -11,6 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from helpers import RunningServer, recv_all, recv_until, running_server
+from socklab.server import runtime
 from socklab.server.runtime import Limits
 from socklab.services.base import ConnectionInfo, Service, Session
 
@@ -148,3 +149,22 @@ def test_over_the_buffered_bound_the_largest_partial_message_is_closed(dialect: 
 def test_a_buffered_bound_smaller_than_two_messages_is_refused() -> None:
     with pytest.raises(ValueError, match="at least twice"):
         Limits(max_message_bytes=1024, max_buffered_bytes=2000)
+
+
+def test_memory_is_handed_back_after_a_burst_of_half_messages(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    trims: list[int] = []
+    monkeypatch.setattr(runtime, "_malloc_trim", lambda pad: trims.append(pad) or 1)
+    half = b"x" * 60_000
+    count = runtime.TRIM_AFTER_BYTES // len(half) + 10
+    with running_server(EchoService()) as server:
+        socks = [server.connect() for _ in range(count)]
+        for sock in socks:
+            sock.sendall(half)
+        wait_until(server, lambda: server.listener.buffered_bytes == count * len(half))
+        assert trims == []  # growing never trims
+        for sock in socks:
+            sock.close()
+        wait_until(server, lambda: server.listener.buffered_bytes == 0)
+        wait_until(server, lambda: trims == [0])  # one trim for the whole burst

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -55,6 +57,24 @@ _PLAIN_REPLIES = frozenset({str, dict})
 
 
 _clock = time.perf_counter
+
+TRIM_AFTER_BYTES = 8 << 20
+"""A fall of a service's buffered input from its peak past which the heap is trimmed."""
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, which hands free heap pages back to the system (after a
+    thousand half-messages are freed, the process would otherwise keep their pages);
+    ``None`` on other C libraries."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+_malloc_trim = _find_malloc_trim()
 
 
 def _is_request(message: Any) -> bool:
@@ -148,8 +168,9 @@ class Listener:
         self.per_address: dict[str, int] = {}
         self.buffered_bytes = 0
         """Input bytes held by every connection's decoder (see ``Connection._account``)."""
-        self._refusal_logged_at = float("-inf")
-        self._refusals_unlogged = 0
+        self._warned: dict[str, tuple[float, int]] = {}
+        self._peak_buffered_bytes = 0
+        self._trim_handle: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         """Start the service, then listen. ``port=0`` picks a free port, reported in ``port``."""
@@ -202,19 +223,38 @@ class Listener:
         self.per_address[conn.address] = count + 1
         return None
 
-    def log_refusal(self, peer: str, reason: str) -> None:
-        """One WARNING per second at most: a flood of refused connections must not flood
-        the log too."""
+    def warn_rate_limited(self, kind: str, function: str, message: str) -> None:
+        """Log ``message`` as a WARNING, at most one of each ``kind`` per second: a flood
+        of refused or shed connections must not flood the log too."""
         now = asyncio.get_running_loop().time()
-        if now - self._refusal_logged_at < 1.0:
-            self._refusals_unlogged += 1
+        logged_at, unlogged = self._warned.get(kind, (float("-inf"), 0))
+        if now - logged_at < 1.0:
+            self._warned[kind] = (logged_at, unlogged + 1)
             return
-        unlogged, self._refusals_unlogged = self._refusals_unlogged, 0
-        self._refusal_logged_at = now
-        more = f" ({unlogged} more refused since the last warning)" if unlogged else ""
-        log.warning(
-            "Connection refused from %s: %s%s", peer, reason, more, extra=fn("start_server")
-        )
+        self._warned[kind] = (now, 0)
+        more = f" ({unlogged} more like it since the last such warning)" if unlogged else ""
+        log.warning("%s%s", message, more, extra=fn(function))
+
+    def change_buffered(self, delta: int) -> None:
+        """Input buffers grew or shrank by ``delta`` bytes. Once the total has fallen
+        ``TRIM_AFTER_BYTES`` below its peak (a burst of half-messages freed), the heap is
+        trimmed a second later, once for the whole burst, so the memory returns to the
+        system; steady traffic never trims."""
+        level = self.buffered_bytes = self.buffered_bytes + delta
+        if level > self._peak_buffered_bytes:
+            self._peak_buffered_bytes = level
+        elif (
+            self._peak_buffered_bytes - level >= TRIM_AFTER_BYTES
+            and self._trim_handle is None
+            and _malloc_trim is not None
+        ):
+            self._trim_handle = asyncio.get_running_loop().call_later(1.0, self._trim)
+
+    def _trim(self) -> None:
+        self._trim_handle = None
+        self._peak_buffered_bytes = self.buffered_bytes
+        if _malloc_trim is not None:
+            _malloc_trim(0)
 
     def shed_input(self) -> None:
         """Over ``max_buffered_bytes``: close the connections holding the most input bytes
@@ -299,7 +339,9 @@ class Connection(asyncio.Protocol):
         self.address = peer_address(peername)
         refusal = self.listener.admit(self)
         if refusal is not None:
-            self.listener.log_refusal(self.peer, refusal)
+            self.listener.warn_rate_limited(
+                "refused", "start_server", f"Connection refused from {self.peer}: {refusal}"
+            )
             self._closed = True
             self.transport.abort()
             return
@@ -616,13 +658,14 @@ class Connection(asyncio.Protocol):
         """Bring this connection's share of ``listener.buffered_bytes`` up to date."""
         held = len(self._prefix) + (self.decoder.buffered_bytes if self.decoder else 0)
         if held != self.held_bytes:
-            self.listener.buffered_bytes += held - self.held_bytes
+            self.listener.change_buffered(held - self.held_bytes)
             self.held_bytes = held
 
     def _release_input(self) -> None:
         """Forget the buffered input (the connection is closing): its memory is freed."""
-        self.listener.buffered_bytes -= self.held_bytes
-        self.held_bytes = 0
+        if self.held_bytes:
+            self.listener.change_buffered(-self.held_bytes)
+            self.held_bytes = 0
         self._prefix = b""
         self.decoder = None
 
@@ -635,7 +678,9 @@ class Connection(asyncio.Protocol):
             f"this connection held the most unanswered input ({self.held_bytes} bytes)",
             fatal=True,
         )
-        self._log_bad_input(exc)
+        self.listener.warn_rate_limited(
+            "shed", "handle_client", f"Bad input from {self.peer}: {exc.message} ({exc.code})"
+        )
         if self.transport is not None and not self._closed:
             self.transport.write(self._error_bytes(None, exc.code, exc.message))
         self._close()
