@@ -19,6 +19,13 @@ Scenarios:
 - numbers: one connection sends 10,000-digit numbers over lab while 49 others send small
   ones; reports the big requests' latency and the small ones' p99 during it, next to the
   small ones' p99 with no big requests.
+- fairness: one connection floods ``socklab serve text`` at pipeline depth 1,000 in each
+  dialect (json, line, lab) while a second connection measures its p99 over json, one
+  request at a time; also 200-digit hard numbers flooding ``socklab serve numbers``.
+  Reports the victim's p99 alone and during the flood (and their ratio), and the
+  flooder's requests/s. Only this one::
+
+      python benchmarks/run.py --skip text --skip numbers --skip bank
 """
 
 from __future__ import annotations
@@ -391,6 +398,8 @@ class Options:
     big_connections: int
     big_duration_s: float
     skip: frozenset[str]
+    flood_pipeline: int = 1000
+    flood_digits: int = 200
 
     def load_args(self) -> list[str]:
         return [
@@ -630,6 +639,123 @@ def numbers_scenarios(opts: Options, log: Any) -> dict[str, Series]:
     return series
 
 
+FAIRNESS_FLOODS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    # (label, service, the flooder's arguments besides its pipeline)
+    ("text, json flood", "text", ("--dialect", "json")),
+    ("text, line flood", "text", ("--dialect", "line")),
+    ("text, lab flood", "text", ("--dialect", "lab")),
+    ("numbers, 200-digit json flood", "numbers", ("--dialect", "json", "--param", "kind=hard")),
+)
+
+
+def fairness_scenarios(opts: Options, log: Any) -> dict[str, Series]:
+    """One connection floods a service at pipeline depth ``flood_pipeline``; meanwhile a
+    second connection sends one request at a time over json and measures its latency.
+    The victim is also measured alone, on the same server, just before."""
+    # The victim starts measuring a second after the flood began, and the flood goes on
+    # a second after the victim's window closes.
+    victim_warmup = opts.warmup_s + 1
+    victim = [
+        "--connections",
+        "1",
+        "--dialect",
+        "json",
+        "--duration",
+        f"{opts.duration_s:g}",
+        "--warmup",
+        f"{victim_warmup:g}",
+    ]
+    flood_s = victim_warmup + opts.duration_s + 1
+    series: dict[str, Series] = {}
+    for service in dict.fromkeys(s for _, s, _ in FAIRNESS_FLOODS):
+        alone_key = f"{service}-alone"
+        series[alone_key] = Series(f"{service}: victim alone", shown([service, *victim]))
+        floods: dict[str, list[str]] = {}
+        for label, _, args in (flood for flood in FAIRNESS_FLOODS if flood[1] == service):
+            flooder = [
+                "--connections",
+                "1",
+                *args,
+                "--pipeline",
+                str(opts.flood_pipeline),
+                "--timeout",
+                "60",
+                "--duration",
+                f"{flood_s:g}",
+                "--warmup",
+                "0",
+            ]
+            if service == "numbers":
+                flooder += ["--digits", str(opts.flood_digits)]
+            floods[label] = flooder
+            series[f"{label}-victim"] = Series(f"{label}: victim", shown([service, *victim]))
+            series[f"{label}-flooder"] = Series(f"{label}: flooder", shown([service, *flooder]))
+        with CpuSampler() as sampler, socklab_server(service) as server:
+            sampler.pids.add(server.proc.pid)
+            for i in range(opts.runs):
+                alone = measure(sampler, server, service, victim, opts.timeout_s)
+                series[alone_key].runs.append(alone)
+                for label, flood_args in floods.items():
+                    during, flood = run_together(
+                        [(service, server.port, victim), (service, server.port, flood_args)],
+                        flood_s + 120,
+                    )
+                    annotate(sampler, server, during)
+                    series[f"{label}-victim"].runs.append(during)
+                    series[f"{label}-flooder"].runs.append(flood)
+                    log(
+                        f"run {i + 1}/{opts.runs} fairness {label}: victim p99 "
+                        f"{during['latency_ms']['p99']} ms (alone "
+                        f"{alone['latency_ms']['p99']} ms), flooder "
+                        f"{flood['requests_per_s']:,.0f} req/s, errors "
+                        f"{during['errors'] + flood['errors']}"
+                    )
+    return series
+
+
+def render_fairness(opts: Options, fairness: dict[str, Series]) -> list[str]:
+    out = [
+        "## Fairness: one flooding client next to another",
+        "",
+        f"One connection floods the service at pipeline depth {opts.flood_pipeline:,} (a new "
+        "request as soon as a reply arrives) in each dialect; meanwhile a second connection "
+        "sends one request at a time over json and measures its latency. The same victim is "
+        "measured alone on the same server just before. On numbers the flood is of "
+        f"{opts.flood_digits}-digit products of primes above 2^16 (each needs a probable-prime "
+        "test) and the victim sends small numbers.",
+        "",
+        "| flood | victim p99 ms alone | victim p99 ms during | ratio | victim max ms |"
+        " flooder req/s | errors | target |",
+        "|---|--:|--:|--:|--:|--:|--:|---|",
+    ]
+    for label, service, _ in FAIRNESS_FLOODS:
+        victim = fairness.get(f"{label}-victim")
+        if victim is None or not victim.runs:
+            continue
+        flood = fairness[f"{label}-flooder"]
+        alone = fairness[f"{service}-alone"].median("latency_ms.p99")
+        during = victim.median("latency_ms.p99")
+        ratio = during / alone if alone else 0.0
+        ok = during < 10 and ratio <= 3
+        errors = victim.errors + flood.errors
+        out.append(
+            f"| {label} | {_fmt_ms(alone)} | {_fmt_ms(during)} | {ratio:.2f}x | "
+            f"{_fmt_ms(victim.median('latency_ms.max'))} | "
+            f"{_fmt_rate(flood.median('requests_per_s'))} | {errors} | "
+            f"{'met' if ok else 'not met'} |"
+        )
+    out += [
+        "",
+        "Target: the victim's p99 during the flood under 10 ms and within 3x its p99 alone.",
+        "",
+        "Commands (the server's port filled in):",
+        "",
+    ]
+    out += [f"- {s.label}: `{s.command}`" for s in fairness.values()]
+    out.append("")
+    return out
+
+
 # -- the report --------------------------------------------------------------------------
 
 
@@ -640,6 +766,7 @@ def render(
     text: dict[str, Series],
     numbers: dict[str, Series],
     bank: dict[str, Series],
+    fairness: dict[str, Series] | None = None,
 ) -> str:
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     out = [
@@ -784,6 +911,8 @@ def render(
         out.append("")
     if bank:
         out += render_bank(bank)
+    if fairness:
+        out += render_fairness(opts, fairness)
     out += [METHOD]
     return "\n".join(out)
 
@@ -859,8 +988,14 @@ def main(argv: list[str] | None = None) -> int:
         "--skip",
         action="append",
         default=[],
-        choices=["text", "text-json", "numbers", "numbers-baseline", "bank"],
+        choices=["text", "text-json", "numbers", "numbers-baseline", "bank", "fairness"],
         help="leave out a scenario (repeatable)",
+    )
+    parser.add_argument(
+        "--flood-pipeline", type=int, default=1000, help="fairness: the flooder's pipeline depth"
+    )
+    parser.add_argument(
+        "--flood-digits", type=int, default=200, help="fairness: digits of the numbers flood"
     )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
@@ -875,6 +1010,8 @@ def main(argv: list[str] | None = None) -> int:
         big_connections=args.big_connections,
         big_duration_s=args.big_duration,
         skip=frozenset(args.skip),
+        flood_pipeline=args.flood_pipeline,
+        flood_digits=args.flood_digits,
     )
 
     def log(message: str) -> None:
@@ -885,8 +1022,15 @@ def main(argv: list[str] | None = None) -> int:
     text = {} if "text" in opts.skip else text_scenarios(opts, log)
     numbers = {} if "numbers" in opts.skip else numbers_scenarios(opts, log)
     bank = {} if "bank" in opts.skip else bank_scenarios(opts, log)
+    fairness = {} if "fairness" in opts.skip else fairness_scenarios(opts, log)
     report = render(
-        info, _without_output(sys.argv[1:] if argv is None else argv), opts, text, numbers, bank
+        info,
+        _without_output(sys.argv[1:] if argv is None else argv),
+        opts,
+        text,
+        numbers,
+        bank,
+        fairness,
     )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report + "\n", encoding="utf-8")

@@ -214,6 +214,21 @@ async def serve_forever(settings: ServeSettings) -> None:
     help="Connections per service; more are refused.",
 )
 @click.option(
+    "--max-connections-per-ip",
+    type=click.IntRange(1),
+    default=DEFAULT_LIMITS.max_connections_per_ip,
+    show_default=True,
+    help="Connections per service from one client address (a lab behind one NAT shares one).",
+)
+@click.option(
+    "--max-buffered-bytes",
+    type=click.IntRange(128),
+    default=DEFAULT_LIMITS.max_buffered_bytes,
+    show_default=True,
+    help="Unanswered input bytes one service holds for all its connections; past it, the "
+    "connection holding the most is closed (server_busy).",
+)
+@click.option(
     "--shutdown-grace",
     type=click.FloatRange(0),
     default=DEFAULT_LIMITS.shutdown_grace_s,
@@ -236,6 +251,8 @@ def serve(
     idle_timeout: float,
     partial_timeout: float,
     max_connections: int,
+    max_connections_per_ip: int,
+    max_buffered_bytes: int,
     shutdown_grace: float,
     workers: int,
     **options: Any,
@@ -251,19 +268,25 @@ def serve(
     chosen = tuple(dict.fromkeys(services)) or SERVICE_NAMES
     if port is not None and len(chosen) != 1:
         raise Failed("--port needs exactly one service; each service has its own port", EXIT_USAGE)
+    try:
+        limits = Limits(
+            max_message_bytes=max_message_bytes,
+            idle_timeout_s=idle_timeout,
+            partial_timeout_s=partial_timeout,
+            max_connections=max_connections,
+            shutdown_grace_s=shutdown_grace,
+            max_connections_per_ip=max_connections_per_ip,
+            max_buffered_bytes=max_buffered_bytes,
+        )
+    except ValueError as exc:
+        raise Failed(f"--max-buffered-bytes: {exc}", EXIT_USAGE) from None
     if "bank" in chosen:
         options["db"] = resolve_db_url(options["db"])
     settings = ServeSettings(
         services=chosen,
         host=host,
         ports={name: DEFAULT_PORTS[name] if port is None else port for name in chosen},
-        limits=Limits(
-            max_message_bytes=max_message_bytes,
-            idle_timeout_s=idle_timeout,
-            partial_timeout_s=partial_timeout,
-            max_connections=max_connections,
-            shutdown_grace_s=shutdown_grace,
-        ),
+        limits=limits,
         options=options,
     )
     try:

@@ -9,8 +9,16 @@ once per chunk; the first reply that must be awaited (a ledger call) parks the p
 task, so replies always leave in request order (json pipelining).
 
 Limits: a maximum message size (in the decoders), an idle timeout, a partial-message
-timeout (a watchdog timer per connection), a maximum number of connections, and reading
-pauses while a client does not read its replies or floods a busy connection.
+timeout (a watchdog timer per connection), a maximum number of connections in all and
+per client address, and a bound on the input bytes a service buffers in all (past it,
+the connection holding the most is closed with ``server_busy``).
+
+Fairness: all services share one event loop, so one connection may answer at most
+``messages_per_turn`` of its messages, or work for ``turn_budget_s``, in one call of
+``_pump``; then it yields (``loop.call_soon``) and every other ready connection runs
+before its next slice. Reading from a connection pauses while it does not read its
+replies (``pause_writing``) or while its buffered input passes ``input_pause_bytes``, and
+resumes once that is answered.
 
 Shutdown, step by step (``Listener.stop``): stop accepting; ask every connection to finish
 the complete requests it has received and close; wait up to the grace period; abort the
@@ -21,7 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -45,6 +56,33 @@ _PLAIN_REPLIES = frozenset({str, dict})
 """Reply types a session returns synchronously; anything else is awaited."""
 
 
+_clock = time.perf_counter
+
+TRIM_AFTER_BYTES = 8 << 20
+"""A fall of a service's buffered input from its peak past which the heap is trimmed."""
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, which hands free heap pages back to the system (after a
+    thousand half-messages are freed, the process would otherwise keep their pages);
+    ``None`` on other C libraries."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+_malloc_trim = _find_malloc_trim()
+
+
+def _is_request(message: Any) -> bool:
+    """Whether ``message`` counts as activity for the idle timeout: any json object, a
+    line or lab payload with something besides white space in it."""
+    return type(message) is dict or (bool(message) and not message.isspace())
+
+
 def _utf8(message: bytes) -> str:
     try:
         return message.decode("utf-8")
@@ -64,6 +102,37 @@ class Limits:
     partial_timeout_s: float = 10.0
     max_connections: int = 10_000
     shutdown_grace_s: float = 10.0
+    max_connections_per_ip: int = 512
+    """Connections from one client address; a lab behind one NAT shares one address."""
+    max_buffered_bytes: int = 32 * 1024 * 1024
+    """Input bytes buffered by all the connections of one service together."""
+    messages_per_turn: int = 32
+    """Messages one connection may answer before the others get a turn."""
+    turn_budget_s: float = 0.001
+    """Time one connection may spend answering before the others get a turn."""
+
+    def __post_init__(self) -> None:
+        """Raises ``ValueError`` for limits that cannot work together."""
+        if self.max_buffered_bytes < 2 * self.max_message_bytes:
+            raise ValueError(
+                f"the buffered-bytes bound ({self.max_buffered_bytes}) must be at least twice "
+                f"the largest message ({self.max_message_bytes} bytes)"
+            )
+        if self.max_connections_per_ip < 1 or self.messages_per_turn < 1:
+            raise ValueError("connection and message counts must be at least 1")
+
+    @property
+    def input_pause_bytes(self) -> int:
+        """Buffered input past which reading from one connection pauses: room for at least
+        one whole message, so a connection never waits for bytes it stopped reading."""
+        return 2 * self.max_message_bytes
+
+
+def peer_address(peer: Any) -> str:
+    """The client address that per-address limits count: the host part of ``peer``."""
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return str(peer)
 
 
 def format_peer(peer: Any) -> str:
@@ -96,6 +165,12 @@ class Listener:
         self._is_stopping = False
         self._drained = asyncio.Event()
         self.stopped = asyncio.Event()
+        self.per_address: dict[str, int] = {}
+        self.buffered_bytes = 0
+        """Input bytes held by every connection's decoder (see ``Connection._account``)."""
+        self._warned: dict[str, tuple[float, int]] = {}
+        self._peak_buffered_bytes = 0
+        self._trim_handle: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         """Start the service, then listen. ``port=0`` picks a free port, reported in ``port``."""
@@ -124,9 +199,71 @@ class Listener:
 
     def forget(self, conn: Connection) -> None:
         """``conn`` has closed."""
-        self.connections.discard(conn)
+        if conn in self.connections:
+            self.connections.discard(conn)
+            left = self.per_address.get(conn.address, 1) - 1
+            if left > 0:
+                self.per_address[conn.address] = left
+            else:
+                self.per_address.pop(conn.address, None)
         if self._is_stopping and not self.connections:
             self._drained.set()
+
+    def admit(self, conn: Connection) -> str | None:
+        """Count ``conn`` in, or say why it is refused (a limit reached)."""
+        if len(self.connections) >= self.limits.max_connections:
+            return f"{self.limits.max_connections} connections is the limit"
+        count = self.per_address.get(conn.address, 0)
+        if count >= self.limits.max_connections_per_ip:
+            return (
+                f"{self.limits.max_connections_per_ip} connections from {conn.address} "
+                "is the limit per address"
+            )
+        self.connections.add(conn)
+        self.per_address[conn.address] = count + 1
+        return None
+
+    def warn_rate_limited(self, kind: str, function: str, message: str) -> None:
+        """Log ``message`` as a WARNING, at most one of each ``kind`` per second: a flood
+        of refused or shed connections must not flood the log too."""
+        now = asyncio.get_running_loop().time()
+        logged_at, unlogged = self._warned.get(kind, (float("-inf"), 0))
+        if now - logged_at < 1.0:
+            self._warned[kind] = (logged_at, unlogged + 1)
+            return
+        self._warned[kind] = (now, 0)
+        more = f" ({unlogged} more like it since the last such warning)" if unlogged else ""
+        log.warning("%s%s", message, more, extra=fn(function))
+
+    def change_buffered(self, delta: int) -> None:
+        """Input buffers grew or shrank by ``delta`` bytes. Once the total has fallen
+        ``TRIM_AFTER_BYTES`` below its peak (a burst of half-messages freed), the heap is
+        trimmed a second later, once for the whole burst, so the memory returns to the
+        system; steady traffic never trims."""
+        level = self.buffered_bytes = self.buffered_bytes + delta
+        if level > self._peak_buffered_bytes:
+            self._peak_buffered_bytes = level
+        elif (
+            self._peak_buffered_bytes - level >= TRIM_AFTER_BYTES
+            and self._trim_handle is None
+            and _malloc_trim is not None
+        ):
+            self._trim_handle = asyncio.get_running_loop().call_later(1.0, self._trim)
+
+    def _trim(self) -> None:
+        self._trim_handle = None
+        self._peak_buffered_bytes = self.buffered_bytes
+        if _malloc_trim is not None:
+            _malloc_trim(0)
+
+    def shed_input(self) -> None:
+        """Over ``max_buffered_bytes``: close the connections holding the most input bytes
+        (each with a ``server_busy`` error) until the service is under its bound."""
+        while self.buffered_bytes > self.limits.max_buffered_bytes and self.connections:
+            largest = max(self.connections, key=lambda conn: conn.held_bytes)
+            if largest.held_bytes == 0:
+                return
+            largest.refuse_overload()
 
     def request_stop(self) -> None:
         """Stop soon, from inside a request handler: replies in flight are still sent."""
@@ -171,6 +308,9 @@ class Connection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
+        self.address = "?"
+        self.held_bytes = 0
+        """Input bytes this connection holds, as counted in ``listener.buffered_bytes``."""
         self.dialect: Dialect | None = None
         self.decoder: Decoder | None = None
         self.session: Session | None = None
@@ -185,58 +325,71 @@ class Connection(asyncio.Protocol):
         self._closing = False
         self._finished = False  # the peer said goodbye: answer nothing more
         self._closed = False
-        self._last_rx = self.loop.time()
+        self._last_request = self.loop.time()
         self._partial_since: float | None = None
         self._watchdog: asyncio.TimerHandle | None = None
+        self._pump_handle: asyncio.Handle | None = None
 
     # -- asyncio.Protocol callbacks -------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self.peer = format_peer(transport.get_extra_info("peername"))
-        listener = self.listener
-        if len(listener.connections) >= self.limits.max_connections:
-            log.warning(
-                "Connection refused from %s: %d connections is the limit",
-                self.peer,
-                self.limits.max_connections,
-                extra=fn("start_server"),
+        peername = transport.get_extra_info("peername")
+        self.peer = format_peer(peername)
+        self.address = peer_address(peername)
+        refusal = self.listener.admit(self)
+        if refusal is not None:
+            self.listener.warn_rate_limited(
+                "refused", "start_server", f"Connection refused from {self.peer}: {refusal}"
             )
             self._closed = True
             self.transport.abort()
             return
-        listener.connections.add(self)
         log.debug("Connection accepted from %s", self.peer, extra=fn("start_server"))
         self._arm_watchdog()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self.listener.forget(self)
+        self._release_input()
         if self._watchdog is not None:
             self._watchdog.cancel()
+        if self._pump_handle is not None:
+            self._pump_handle.cancel()
+            self._pump_handle = None
         if self.session is not None:
             self.session.close()
         log.debug("Client connection closed", extra=fn("handle_client"))
 
     def data_received(self, data: bytes) -> None:
-        self._last_rx = self.loop.time()
+        if self._closed:
+            return
         decoder = self.decoder
         if decoder is None:
             decoder = self._detect(data)
             if decoder is None:
+                self._account()
                 return
-        elif self._is_lab and not (self._busy or self._closed or decoder.has_partial):
+        elif self._is_lab and not (self._busy or decoder.has_partial):
             # The lab client's usual write is exactly one frame: answer it without buffering.
             payload = whole_lab_frame(data, self.limits.max_message_bytes)
             if payload is not None:
+                if _is_request(payload):
+                    self._last_request = self.loop.time()
                 self._answer_one(payload)
                 return
             decoder.feed(data)
         else:
             decoder.feed(data)
-        if self._busy and decoder.buffered_bytes > 2 * self.limits.max_message_bytes:
-            self._pause_reading()
-        self._pump()
+        if decoder.buffered_bytes > self.limits.input_pause_bytes:
+            self._pause_reading()  # until the slices below bring it under the bound again
+        if self._pump_handle is None:  # else a slice is due already: no extra turn
+            self._pump()
+        if self._closed:
+            return
+        self._account()
+        if self.listener.buffered_bytes > self.limits.max_buffered_bytes:
+            self.listener.shed_input()
 
     def eof_received(self) -> bool:
         if self.decoder is None:
@@ -291,13 +444,26 @@ class Connection(asyncio.Protocol):
         return decoder
 
     def _pump(self) -> None:
-        """Answer every complete message buffered, unless a reply is being awaited."""
+        """Answer the complete messages buffered, unless a reply is being awaited; after a
+        turn's budget (``messages_per_turn``, ``turn_budget_s``) the rest waits for the next
+        loop turn, so the other connections run in between."""
+        if self._pump_handle is not None:
+            self._pump_handle.cancel()
+            self._pump_handle = None
         decoder = self.decoder
         if decoder is None or self._closed:
             return
         out: list[bytes] = []
         progressed = False
+        is_request = False
+        budget = self.limits.messages_per_turn
+        deadline = _clock() + self.limits.turn_budget_s
         while not (self._busy or self._write_paused or self._finished):
+            if budget <= 0 or _clock() > deadline:
+                # Budget spent: the rest next turn, after every other ready callback.
+                self._pump_handle = self.loop.call_soon(self._pump)
+                break
+            budget -= 1
             try:
                 message = decoder.next_frame()
             except PeerProtocolError as exc:
@@ -311,6 +477,8 @@ class Connection(asyncio.Protocol):
             if message is None:
                 break
             progressed = True
+            if not is_request:
+                is_request = _is_request(message)
             try:
                 reply = self._dispatch(message)
             except DropConnection:
@@ -323,14 +491,18 @@ class Connection(asyncio.Protocol):
                 self._busy = True
                 self.loop.create_task(self._finish(reply))
         self._flush(out)
+        if is_request:
+            self._last_request = self.loop.time()
         if decoder.has_partial:
             if progressed or self._partial_since is None:
                 self._partial_since = self.loop.time()
         else:
             self._partial_since = None
-        if self._read_paused and not self._busy and not self._write_paused:
+        self._account()
+        idle = not (self._busy or self._write_paused)
+        if self._read_paused and idle and decoder.buffered_bytes <= self.limits.input_pause_bytes:
             self._resume_reading()
-        if self._closing and not self._busy and not self._write_paused:
+        if self._closing and idle and self._pump_handle is None:
             self._close()
 
     def _answer_one(self, message: Any) -> None:
@@ -469,7 +641,7 @@ class Connection(asyncio.Protocol):
         self._closing = True
         if self.decoder is None or (not self._busy and not self._write_paused):
             self._pump()
-            if not self._busy:
+            if not self._busy and self._pump_handle is None:
                 self._close()
 
     def _close(self) -> None:
@@ -481,6 +653,38 @@ class Connection(asyncio.Protocol):
         self._closed = True
         if self.transport is not None:
             self.transport.abort()
+
+    def _account(self) -> None:
+        """Bring this connection's share of ``listener.buffered_bytes`` up to date."""
+        held = len(self._prefix) + (self.decoder.buffered_bytes if self.decoder else 0)
+        if held != self.held_bytes:
+            self.listener.change_buffered(held - self.held_bytes)
+            self.held_bytes = held
+
+    def _release_input(self) -> None:
+        """Forget the buffered input (the connection is closing): its memory is freed."""
+        if self.held_bytes:
+            self.listener.change_buffered(-self.held_bytes)
+            self.held_bytes = 0
+        self._prefix = b""
+        self.decoder = None
+
+    def refuse_overload(self) -> None:
+        """Close this connection, which holds the most buffered input of a service over
+        its bound, with a ``server_busy`` error."""
+        exc = PeerProtocolError(
+            "server_busy",
+            f"the server's input buffers are full ({self.listener.buffered_bytes} bytes); "
+            f"this connection held the most unanswered input ({self.held_bytes} bytes)",
+            fatal=True,
+        )
+        self.listener.warn_rate_limited(
+            "shed", "handle_client", f"Bad input from {self.peer}: {exc.message} ({exc.code})"
+        )
+        if self.transport is not None and not self._closed:
+            self.transport.write(self._error_bytes(None, exc.code, exc.message))
+        self._close()
+        self._release_input()
 
     def _arm_watchdog(self) -> None:
         interval = max(0.05, min(self.limits.idle_timeout_s, self.limits.partial_timeout_s) / 4)
@@ -504,7 +708,11 @@ class Connection(asyncio.Protocol):
                 self.transport.write(self._error_bytes(None, exc.code, exc.message))
             self._close()
             return
-        if not self._busy and now - self._last_rx > self.limits.idle_timeout_s:
+        if (
+            not self._busy
+            and self._pump_handle is None
+            and now - self._last_request > self.limits.idle_timeout_s
+        ):
             log.debug("Closing idle connection %s", self.peer, extra=fn("handle_client"))
             self._close()
             return
