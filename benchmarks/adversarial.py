@@ -155,7 +155,14 @@ class Server:
         return pids
 
     def workers(self) -> list[int]:
-        return self.processes()[1:]
+        """The live children (a killed worker stays a zombie until it is reaped)."""
+        live = []
+        for pid in self.processes()[1:]:
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                if stat.rsplit(")", 1)[1].split()[0] != "Z":
+                    live.append(pid)
+        return live
 
     def sockets(self) -> int:
         """Open socket descriptors of the server and its children (listeners included)."""
@@ -198,6 +205,8 @@ class Server:
             os.killpg(self.proc.pid, signal.SIGKILL)  # leftover workers, if any
         if self._reader is not None:
             self._reader.join(10)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
         return self.proc.returncode
 
 
@@ -1230,7 +1239,8 @@ def run_chaos(
         while time.monotonic() < deadline or kills < min_kills:
             # Wait a while, and for some progress since the last restart, then kill.
             before = acked()
-            pause = rng.uniform(*kill_every_s)
+            # Sometimes soon after a (re)start: a worker killed then must be restarted too.
+            pause = rng.uniform(0.2 if workers > 1 else kill_every_s[0], kill_every_s[1])
             wait_until(lambda b=before: acked() >= b + 20, 30)
             time.sleep(pause)
             if not server.is_alive():
@@ -1324,6 +1334,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--partial-timeout", type=float, default=5.0)
     parser.add_argument("--idle-timeout", type=float, default=10.0)
     parser.add_argument("--half-bytes", type=int, default=60_000)
+    parser.add_argument(
+        "--slowloris-modes",
+        nargs="+",
+        choices=["partial", "blank", "half"],
+        default=["partial", "blank", "half"],
+        help="slowloris: what the connections drip, in turn",
+    )
     parser.add_argument("--max-connections", type=int, default=200, help="flood: the limit")
     parser.add_argument("--flood", type=int, default=400, help="flood: connections past it")
     parser.add_argument("--never-readers", type=int, default=4)
@@ -1365,6 +1382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "slowloris",
             run_slowloris(
                 args.slowloris,
+                modes=args.slowloris_modes,
                 interval_s=args.drip_interval,
                 partial_timeout_s=args.partial_timeout,
                 idle_timeout_s=args.idle_timeout,
