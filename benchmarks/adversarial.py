@@ -47,6 +47,7 @@ import json
 import logging
 import os
 import random
+import re
 import resource
 import signal
 import socket
@@ -100,6 +101,8 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
         self.error_lines = 0
         self.error_samples: list[str] = []
+        """The first line of each kind of error."""
+        self.error_kinds: dict[str, int] = {}
         self.lines = 0
         self.tail: list[str] = []
         self._in_traceback = False
@@ -132,16 +135,22 @@ class Server:
                 self.tail = [*self.tail[-49:], line]
                 if self._in_traceback and line and not line.startswith(" "):
                     self._in_traceback = False  # the exception that ends a traceback
-                    if len(self.error_samples) < 10:
-                        self.error_samples.append(line[:300])
+                    self._sample(line)
                 if any(mark in line for mark in ERROR_MARKS):
                     self.error_lines += 1
                     self._in_traceback = line.startswith("Traceback")
-                    if not self._in_traceback and len(self.error_samples) < 10:
-                        self.error_samples.append(line[:300])
+                    if not self._in_traceback:
+                        self._sample(line)
 
     def exit_status(self) -> str:
         return f"status {self.proc.returncode}" if self.proc is not None else "not started"
+
+    def _sample(self, line: str) -> None:
+        """Count distinct errors: the same message with other numbers is the same kind."""
+        kind = re.sub(r"\d+", "N", line)[:200]
+        if kind not in self.error_kinds:
+            self.error_samples.append(line[:300])
+        self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
 
     def is_alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -470,6 +479,8 @@ class FuzzResult:
     error_lines: int = 0
     """ERROR lines and tracebacks in the servers' logs."""
     error_samples: list[str] = field(default_factory=list)
+    error_kinds: dict[str, int] = field(default_factory=dict)
+    """How often each kind of error was logged (numbers replaced by N)."""
     by_pair: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -613,7 +624,10 @@ def run_fuzz(
         for server in servers.values():
             server.stop()
             result.error_lines += server.error_lines
-            result.error_samples += server.error_samples[: 10 - len(result.error_samples)]
+            result.error_samples += server.error_samples[: 20 - len(result.error_samples)]
+            for kind, count in server.error_kinds.items():
+                key = f"{server.service}: {kind}"
+                result.error_kinds[key] = result.error_kinds.get(key, 0) + count
         tmp.cleanup()
     result.seconds = round(time.monotonic() - started, 1)
     return result
