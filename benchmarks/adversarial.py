@@ -27,6 +27,9 @@ Scenarios (see docs/reliability.md for the promises they check):
 - never-readers: clients that pipeline requests and never read their replies; the server
   must stop reading from them (their sends stall), keep answering a victim, and keep its
   memory bounded.
+- pipeline-flood: one client keeps ``--depth`` requests in flight in one dialect while a
+  victim on another connection sends one request at a time; the target is the victim's
+  p99 under 10 ms and within 3x its unloaded p99, and the flooder still served.
 - chaos: a Jepsen-style bank run. ATM clients (threads, ``BankClient``) do keyed deposits,
   withdrawals and transfers, retrying with the same idempotency key, while a loop kills
   the server with SIGKILL (and, with ``--workers 2`` on PostgreSQL, single workers) and
@@ -67,7 +70,7 @@ HOST = "127.0.0.1"
 VICTIM_HOST = "127.0.0.2"  # another source address: a per-address limit must not hit it
 SERVICES = ("exchange", "text", "numbers", "bank")
 DIALECTS = ("json", "lab", "line")
-SCENARIOS = ("fuzz", "slowloris", "flood", "never-readers", "chaos")
+SCENARIOS = ("fuzz", "slowloris", "flood", "never-readers", "pipeline-flood", "chaos")
 LAB_HEADER = 64
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -793,8 +796,9 @@ class FloodResult:
     refused: int = 0
     hung: int = 0
     """Connections neither served nor refused within the timeout."""
-    most_held: int = 0
-    """The most client sockets the server held at once (its listener not counted)."""
+    held: int = 0
+    """Client sockets the server held once every client was served (and holding its
+    connection) or refused; its listener not counted."""
     leaked_slots: int = 0
     answers_after: bool = False
 
@@ -802,7 +806,7 @@ class FloodResult:
     def ok(self) -> bool:
         return (
             self.hung == 0
-            and self.most_held <= self.max_connections
+            and self.held <= self.max_connections
             and self.served >= 1
             and self.refused >= self.attempted - self.max_connections
             and self.leaked_slots == 0
@@ -810,7 +814,7 @@ class FloodResult:
         )
 
 
-async def flood_one(port: int, hold: asyncio.Event, timeout_s: float) -> str:
+async def flood_one(port: int, hold: asyncio.Event, holding: list[int], timeout_s: float) -> str:
     """Connect, send a request, read its answer, hold the connection: served/refused/hung."""
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), timeout_s)
@@ -823,6 +827,7 @@ async def flood_one(port: int, hold: asyncio.Event, timeout_s: float) -> str:
     except (OSError, TimeoutError) as exc:
         outcome = "hung" if isinstance(exc, TimeoutError) else "refused"
     if outcome == "served":
+        holding.append(1)
         await hold.wait()
     writer.close()
     with contextlib.suppress(OSError, TimeoutError):
@@ -842,22 +847,20 @@ def run_flood(
 
         async def flood() -> list[str]:
             hold = asyncio.Event()
+            holding: list[int] = []
             tasks = [
-                asyncio.ensure_future(flood_one(server.port, hold, timeout_s))
+                asyncio.ensure_future(flood_one(server.port, hold, holding, timeout_s))
                 for _ in range(attempted)
             ]
-            pending = {t for t in tasks if not t.done()}
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 2 * timeout_s
-            # Every client is either served (and holding) or finished.
+            # Until every client is served (and holding) or finished.
             while loop.time() < deadline:
-                held = server.sockets() - baseline
-                result.most_held = max(result.most_held, held)
-                finished = sum(t.done() for t in tasks)
-                if finished + held >= attempted or finished == attempted:
+                if len(holding) + sum(t.done() for t in tasks) >= attempted:
                     break
                 await asyncio.sleep(0.05)
-            result.most_held = max(result.most_held, server.sockets() - baseline)
+            wait_until(lambda: server.sockets() - baseline <= len(holding), 2)
+            result.held = server.sockets() - baseline
             hold.set()
             done, pending = await asyncio.wait(tasks, timeout=2 * timeout_s)
             return [t.result() for t in done] + ["hung"] * len(pending)
@@ -989,6 +992,130 @@ def run_never_readers(
         result.answers_after = probe(server.port, "text")
     result.rss_before_mb = round(result.rss_before_mb, 1)
     result.rss_peak_mb = round(result.rss_peak_mb, 1)
+    return result
+
+
+# -- a pipelining flood: fairness ---------------------------------------------------------
+
+
+@dataclass
+class PipelineFloodResult:
+    dialect: str
+    depth: int
+    seconds: float
+    unloaded_p99_ms: float | None = None
+    victim_p99_ms: float | None = None
+    victim_requests: int = 0
+    victim_failures: int = 0
+    flooder_replies_per_s: float = 0.0
+    victim_replies_per_s: float = 0.0
+    answers_after: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """The fairness target: the victim's p99 under 10 ms and within 3x its unloaded p99."""
+        if self.victim_p99_ms is None or self.unloaded_p99_ms is None:
+            return False
+        return (
+            self.victim_failures == 0
+            and self.victim_p99_ms < 10
+            and self.victim_p99_ms <= 3 * max(self.unloaded_p99_ms, 0.1)
+            and self.flooder_replies_per_s > 0
+            and self.answers_after
+        )
+
+
+FLOOD_TEXT = "flood"
+FLOOD_LAB_REPLY = f"[Lower Case] {FLOOD_TEXT} [Upper Case] {FLOOD_TEXT.upper()}".encode()
+
+
+async def victim_session(port: int, seconds: float, latencies: list[float]) -> int:
+    """One json connection from ``VICTIM_HOST``, one request at a time; the failures."""
+    reader, writer = await asyncio.open_connection(HOST, port, local_addr=(VICTIM_HOST, 0))
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    failures = 0
+    try:
+        while loop.time() < end:
+            started = time.perf_counter()
+            writer.write(b'{"op":"convert","text":"victim","id":1}\n')
+            try:
+                line = await asyncio.wait_for(reader.readline(), 10)
+            except TimeoutError:
+                return failures + 1
+            if not line.startswith(b'{"id":1,"ok":true'):
+                return failures + 1
+            latencies.append((time.perf_counter() - started) * 1000)
+            await asyncio.sleep(0.002)
+    finally:
+        writer.close()
+    return failures
+
+
+async def pipeline_flooder(port: int, dialect: str, depth: int, stop: asyncio.Event) -> int:
+    """Keep ``depth`` requests in flight until ``stop``; the replies received."""
+    if dialect == "json":
+        request, reply_size = b'{"op":"convert","text":"flood"}\n', 0
+    elif dialect == "line":
+        request, reply_size = FLOOD_TEXT.encode() + b"\n", 0
+    else:
+        payload = FLOOD_TEXT.encode()
+        request = f"{len(payload):<{LAB_HEADER}}".encode() + payload
+        reply_size = len(FLOOD_LAB_REPLY)
+    reader, writer = await asyncio.open_connection(HOST, port)
+    sent = received = 0
+    buffered = 0
+    try:
+        while not stop.is_set():
+            if sent - received < depth:
+                writer.write(request * (depth - (sent - received)))
+                sent += depth - (sent - received)
+                await writer.drain()
+            try:
+                chunk = await asyncio.wait_for(reader.read(65536), 1)
+            except TimeoutError:
+                continue
+            if not chunk:
+                break
+            if reply_size:  # lab replies have no delimiter but a known length
+                buffered += len(chunk)
+                received += buffered // reply_size
+                buffered %= reply_size
+            else:
+                received += chunk.count(b"\n")
+    finally:
+        writer.close()
+    return received
+
+
+def run_pipeline_flood(
+    dialect: str, *, depth: int = 1000, seconds: float = 5.0
+) -> PipelineFloodResult:
+    """One client pipelining ``depth`` text requests in ``dialect`` while a victim measures."""
+    result = PipelineFloodResult(dialect, depth, seconds)
+    with running("text") as server:
+        probe(server.port, "text")
+
+        async def measure() -> None:
+            unloaded: list[float] = []
+            await victim_session(server.port, min(2.0, seconds), unloaded)
+            p99 = percentile(unloaded, 0.99)
+            result.unloaded_p99_ms = None if p99 is None else round(p99, 3)
+            stop = asyncio.Event()
+            flooder = asyncio.ensure_future(pipeline_flooder(server.port, dialect, depth, stop))
+            await asyncio.sleep(0.2)  # the flood is on
+            latencies: list[float] = []
+            result.victim_failures = await victim_session(server.port, seconds, latencies)
+            stop.set()
+            replies = await asyncio.wait_for(flooder, 30)
+            result.victim_requests = len(latencies) + result.victim_failures
+            p99 = percentile(latencies, 0.99)
+            result.victim_p99_ms = None if p99 is None else round(p99, 3)
+            result.flooder_replies_per_s = round(replies / (seconds + 0.2), 1)
+            result.victim_replies_per_s = round(len(latencies) / seconds, 1)
+
+        asyncio.run(measure())
+        result.answers_after = probe(server.port, "text")
     return result
 
 
@@ -1360,6 +1487,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-connections", type=int, default=200, help="flood: the limit")
     parser.add_argument("--flood", type=int, default=400, help="flood: connections past it")
     parser.add_argument("--never-readers", type=int, default=4)
+    parser.add_argument("--depth", type=int, default=1000, help="pipeline-flood: depth")
     parser.add_argument("--chaos-seconds", type=float, default=20.0)
     parser.add_argument("--chaos-clients", type=int, default=8)
     parser.add_argument("--backends", nargs="+", default=["sqlite", "postgres"])
@@ -1411,6 +1539,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "never-readers" in args.scenarios:
         for dialect in DIALECTS:
             note(f"never-readers/{dialect}", run_never_readers(args.never_readers, dialect=dialect))
+    if "pipeline-flood" in args.scenarios:
+        for dialect in DIALECTS:
+            note(f"pipeline-flood/{dialect}", run_pipeline_flood(dialect, depth=args.depth))
     if "chaos" in args.scenarios:
         for backend in args.backends:
             workers = 2 if backend == "postgres" else 1
