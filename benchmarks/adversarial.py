@@ -91,6 +91,7 @@ def raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+CHAINED = ("During handling of the above exception", "The above exception was the direct cause")
 ERROR_MARKS = ("Traceback", "[ERROR]", "Task exception was never retrieved", '"level": "ERROR"')
 
 
@@ -109,6 +110,11 @@ class Server:
         self.lines = 0
         self.tail: list[str] = []
         self._in_traceback = False
+        self._traceback: list[str] = []
+        self._ending: str | None = None
+        self._chained = False
+        self.tracebacks: list[str] = []
+        """The whole traceback of the first error of each kind (a few)."""
         self._reader: threading.Thread | None = None
 
     @property
@@ -130,30 +136,59 @@ class Server:
             raise RuntimeError(f"{self.service} did not start: {' | '.join(self.tail[-10:])}")
 
     def _drain(self, proc: subprocess.Popen[bytes]) -> None:
+        """Read the server's log; count its errors, a chained traceback as one."""
         assert proc.stderr is not None
         with contextlib.suppress(ValueError, OSError):
             for raw in iter(proc.stderr.readline, b""):
-                line = raw.decode("utf-8", "replace").rstrip()
-                self.lines += 1
-                self.tail = [*self.tail[-49:], line]
-                if self._in_traceback and line and not line.startswith(" "):
-                    self._in_traceback = False  # the exception that ends a traceback
-                    self._sample(line)
-                if any(mark in line for mark in ERROR_MARKS):
-                    self.error_lines += 1
-                    self._in_traceback = line.startswith("Traceback")
-                    if not self._in_traceback:
-                        self._sample(line)
+                self._read_line(raw.decode("utf-8", "replace").rstrip())
+        if self._ending is not None:
+            self._end_traceback()
+
+    def _read_line(self, line: str) -> None:
+        self.lines += 1
+        self.tail = [*self.tail[-49:], line]
+        if self._ending is not None:  # a traceback ended: is another chained to it?
+            if not line:
+                return
+            if line.startswith(CHAINED):
+                self._ending, self._chained = None, True
+                return
+            self._end_traceback()
+        if self._in_traceback:
+            self._traceback.append(line)
+            if line and not line.startswith(" "):
+                self._in_traceback = False
+                self._ending = line  # the exception that ends a traceback
+            return
+        if any(mark in line for mark in ERROR_MARKS):
+            self._in_traceback = line.startswith("Traceback")
+            if self._in_traceback and self._chained:
+                self._chained = False
+                self._traceback.append(line)
+                return
+            self.error_lines += 1
+            self._traceback = [line]
+            if not self._in_traceback:
+                self._sample(line)
+
+    def _end_traceback(self) -> None:
+        assert self._ending is not None
+        if self._sample(self._ending) and len(self.tracebacks) < 10:
+            self.tracebacks.append("\n".join(self._traceback[-60:]))
+        self._ending = None
 
     def exit_status(self) -> str:
         return f"status {self.proc.returncode}" if self.proc is not None else "not started"
 
-    def _sample(self, line: str) -> None:
-        """Count distinct errors: the same message with other numbers is the same kind."""
+    def _sample(self, line: str) -> bool:
+        """Count distinct errors (the same message with other numbers is the same kind);
+        whether this is a new kind."""
         kind = re.sub(r"\d+", "N", line)[:200]
-        if kind not in self.error_kinds:
+        new = kind not in self.error_kinds
+        if new:
             self.error_samples.append(line[:300])
         self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
+        return new
 
     def is_alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -484,6 +519,7 @@ class FuzzResult:
     error_samples: list[str] = field(default_factory=list)
     error_kinds: dict[str, int] = field(default_factory=dict)
     """How often each kind of error was logged (numbers replaced by N)."""
+    tracebacks: list[str] = field(default_factory=list)
     by_pair: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -628,6 +664,7 @@ def run_fuzz(
             server.stop()
             result.error_lines += server.error_lines
             result.error_samples += server.error_samples[: 20 - len(result.error_samples)]
+            result.tracebacks += server.tracebacks[: 10 - len(result.tracebacks)]
             for kind, count in server.error_kinds.items():
                 key = f"{server.service}: {kind}"
                 result.error_kinds[key] = result.error_kinds.get(key, 0) + count
