@@ -410,6 +410,46 @@ ODD_VALUES: list[str] = [
 BAD_HEADERS = [b"5\x00", b"-5", b"+5", b"0x10", b"5 5", b"\xd9\xa3", b"1e3", b" ", b"99999999999"]
 
 
+KNOWN_BAD: dict[str, list[list[bytes]]] = {
+    # Connections (lists of json requests) that once broke a server; each request must get
+    # one reply line. Sent first in every fuzz run.
+    "exchange": [[b'{"op":"exchange","client_name":"\\ud800","client_number":5,"id":1}\n']],
+    "text": [[b'{"op":"convert","text":"\\udc80","id":1}\n', b'{"op":"convert","text":"a"}\n']],
+    "numbers": [[b'{"op":"check","number":97,"id":"\\ud800"}\n', b'{"op":"check","number":7}\n']],
+    "bank": [[b'{"op":"stats","id":"\\ud800"}\n'], [b'{"op":"stats","id":NaN}\n']],
+}
+
+
+def strict_json_lines(data: bytes) -> int:
+    """How many lines of ``data`` are JSON objects (strict: no NaN or Infinity)."""
+
+    def refuse(name: str) -> Any:
+        raise ValueError(name)
+
+    count = 0
+    for line in data.splitlines():
+        with contextlib.suppress(ValueError):
+            count += isinstance(json.loads(line, parse_constant=refuse), dict)
+    return count
+
+
+def known_bad(port: int, frames: list[bytes], timeout_s: float) -> tuple[int, bool]:
+    """Send ``frames``, half-close, read until the server closes: (requests without a
+    well-formed reply, closed)."""
+    replies = b""
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout_s) as sock:
+            sock.sendall(b"".join(frames))
+            sock.shutdown(socket.SHUT_WR)
+            while chunk := sock.recv(65536):
+                replies += chunk
+    except TimeoutError:
+        return max(0, len(frames) - strict_json_lines(replies)), False
+    except OSError:
+        pass
+    return max(0, len(frames) - strict_json_lines(replies)), True
+
+
 class Mutator:
     """Turns one well-formed frame into a hostile one, reproducibly from its ``rng``."""
 
@@ -519,6 +559,8 @@ class FuzzResult:
     """Server processes that exited on their own (each is restarted)."""
     failed_probes: int = 0
     """Well-formed requests on a fresh connection that got no good answer after a batch."""
+    missing_replies: int = 0
+    """Requests that once broke a server (``KNOWN_BAD``) and got no well-formed reply."""
     unclosed: int = 0
     """Fuzz connections the server did not close within the timeout after the client's
     half-close (every reply read meanwhile)."""
@@ -539,6 +581,7 @@ class FuzzResult:
         return not (
             self.crashes
             or self.failed_probes
+            or self.missing_replies
             or self.unclosed
             or self.leaked_slots
             or self.error_lines
@@ -646,6 +689,13 @@ def run_fuzz(
             servers[service] = Server(service, extra)
             servers[service].start()
         baselines = {name: baseline_sockets(server, name) for name, server in servers.items()}
+        for name, server in servers.items():
+            for frames_of_one in KNOWN_BAD[name]:
+                missing, closed = known_bad(server.port, frames_of_one, timeout_s)
+                result.frames += len(frames_of_one)
+                result.connections += 1
+                result.missing_replies += missing
+                result.unclosed += not closed
         while result.frames < frames:
             asyncio.run(
                 fuzz_batch(servers, mutator, frames_per_conn, conns_per_pair, timeout_s, result)

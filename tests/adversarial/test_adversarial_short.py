@@ -57,6 +57,7 @@ def test_fuzz_every_service_and_dialect() -> None:
     assert len(result.by_pair) == len(adv.SERVICES) * len(adv.DIALECTS)
     assert result.crashes == 0, report
     assert result.failed_probes == 0, report
+    assert result.missing_replies == 0, report
     assert result.error_lines == 0, report
     assert result.unclosed == 0, report
     assert result.leaked_slots == 0, report
