@@ -49,8 +49,11 @@ def _quiet_client_resets() -> Iterator[None]:
     logger.setLevel(level)
 
 
+@pytest.mark.timeout(300)  # a server that holds connections costs a timeout per batch
 def test_fuzz_every_service_and_dialect() -> None:
-    result = adv.run_fuzz(SEED, 24_000, frames_per_conn=30, conns_per_pair=6, log=lambda _: None)
+    result = adv.run_fuzz(
+        SEED, 24_000, frames_per_conn=30, conns_per_pair=6, timeout_s=10, log=lambda _: None
+    )
     report = json.dumps(asdict(result))
     assert result.frames >= 24_000
     assert all(count > 1_000 for count in result.by_pair.values()), report
