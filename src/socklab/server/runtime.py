@@ -12,9 +12,14 @@ Limits: a maximum message size (in the decoders), an idle timeout, a partial-mes
 timeout (a watchdog timer per connection), a maximum number of connections, and reading
 pauses while a client does not read its replies or floods a busy connection.
 
-Shutdown, step by step (``Listener.stop``): stop accepting; ask every connection to finish
-the complete requests it has received and close; wait up to the grace period; abort the
-rest; stop the service (close the ledger).
+Shutdown, step by step (``Listener.stop``): stop accepting (a connection accepted at that
+moment is closed unserved by ``connection_made``); ask every connection to finish the
+complete requests it has received and close; wait up to the grace period; abort the rest;
+stop the service (close the ledger), after the last reply has been written.
+
+Errors: ``_dispatch`` never raises but ``DropConnection``. A failure while producing or
+encoding a reply becomes an error reply on its connection, logged once; an awaited reply's
+task catches everything, so no bug can leave a connection busy (and its slot taken).
 """
 
 from __future__ import annotations

@@ -218,6 +218,7 @@ def _finite_float(text: str) -> float:
 
 _json_decoder = json.JSONDecoder(parse_float=_finite_float, parse_constant=_refuse_constant)
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _has_lone_surrogate(value: Any) -> bool:
@@ -269,7 +270,7 @@ def decode_json_object(raw: bytes) -> dict[str, Any]:
         raise PeerProtocolError("bad_json", "the message must be a JSON object")
     # Strict UTF-8 decoding already refused raw surrogates, so only a \ud800-\udfff escape
     # can make one: look at the bytes first, walk the object only when one may be there.
-    if (b"\\ud" in raw or b"\\uD" in raw) and _has_lone_surrogate(value):
+    if b"\\u" in raw and _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(value):
         raise _RefusedObject(
             "bad_encoding", "a string in the message holds a lone surrogate (not Unicode text)"
         )
