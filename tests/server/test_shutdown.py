@@ -80,6 +80,8 @@ def wait_until_refused(port: int) -> None:
             probe = socket.create_connection(("127.0.0.1", port), timeout=1)
         except ConnectionRefusedError:
             return
+        except ConnectionResetError:
+            continue  # it was queued as the listening socket closed: try again
         probe.close()
         time.sleep(0.01)
     raise AssertionError("the listener still accepts connections")
