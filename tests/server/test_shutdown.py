@@ -4,13 +4,15 @@ arrives afterwards, and stop the service (close the ledger) only after the last 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import select
 import socket
 import threading
-import time
 from typing import Any
+
+import pytest
 
 from helpers import RunningServer, captured_records, recv_all, recv_until, running_server
 from socklab.server.runtime import Connection, Limits
@@ -72,19 +74,23 @@ def send_json(sock: socket.socket, message: dict[str, Any]) -> None:
     sock.sendall(json.dumps(message).encode() + b"\n")
 
 
-def wait_until_refused(port: int) -> None:
-    """The listening socket is closed: a new connection is refused at once."""
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        try:
-            probe = socket.create_connection(("127.0.0.1", port), timeout=1)
-        except ConnectionRefusedError:
-            return
-        except ConnectionResetError:
-            continue  # it was queued as the listening socket closed: try again
-        probe.close()
-        time.sleep(0.01)
-    raise AssertionError("the listener still accepts connections")
+def begin_stop(server: RunningServer) -> concurrent.futures.Future[None]:
+    """Start ``listener.stop()`` and return once its first step (up to its first wait) ran.
+
+    A second coroutine handed to the loop after it starts after it: the loop keeps order.
+    """
+    stopping = asyncio.run_coroutine_threadsafe(server.listener.stop(), server.loop)
+    server.call(_nothing)
+    return stopping
+
+
+async def _nothing() -> None:
+    return None
+
+
+def assert_refused(port: int) -> None:
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=WAIT_S).close()
 
 
 def answer_to(sock: socket.socket, message: dict[str, Any]) -> bytes:
@@ -118,10 +124,10 @@ def test_stop_with_a_request_in_flight_serves_nothing_new_and_stops_the_service_
             watched.append(busy)
             send_json(busy, {"op": "hold", "id": 1})
             assert service.holding.wait(WAIT_S)
-            stopping = asyncio.run_coroutine_threadsafe(server.listener.stop(), server.loop)
+            stopping = begin_stop(server)
 
             # 1. Accepting stops first, while the request is still in flight.
-            wait_until_refused(server.port)
+            assert_refused(server.port)
             # 2. A connection that arrives now is closed unserved.
             with connect_late(server) as late:
                 assert answer_to(late, {"op": "echo", "value": "late", "id": 2}) == b""
@@ -146,8 +152,8 @@ def test_a_connection_arriving_during_stop_does_not_hold_the_stop_for_the_grace_
     with running_server(service, limits) as server, server.connect(timeout_s=WAIT_S) as busy:
         send_json(busy, {"op": "hold", "id": 1})
         assert service.holding.wait(WAIT_S)
-        stopping = asyncio.run_coroutine_threadsafe(server.listener.stop(), server.loop)
-        wait_until_refused(server.port)
+        stopping = begin_stop(server)
+        assert_refused(server.port)
         with connect_late(server) as late:  # connected, and silent
             server.loop.call_soon_threadsafe(service.release.set)
             assert recv_until(busy).startswith(b'{"id":1,"ok":true')
