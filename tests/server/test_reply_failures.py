@@ -312,6 +312,7 @@ def test_pooled_numbers_check_with_a_bad_id(raw_id: bytes, code: str) -> None:
 # -- a real process under --log-json -----------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_log_json_stays_json_lines_under_bad_requests(tmp_path: Path) -> None:
     server = start_server_process(
         "bank",
