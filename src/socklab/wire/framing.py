@@ -7,11 +7,13 @@ half-received message is an error (``truncated``). ``has_partial`` tells the ser
 whether a partial-message timeout should run.
 
 - lab:  a 64-byte ASCII header with the decimal length of the payload, padded with
-        spaces (seed 003), then the payload. A bad header is fatal: the next frame
+        spaces and nothing else (seed 003), then the payload. A bad header is fatal: the next frame
         boundary is unknown.
 - line: bytes up to ``\\n`` (a trailing ``\\r`` is dropped): for ``nc`` and ``telnet``.
 - json: one JSON object per line; an object with no newline after it also counts once
         it is complete (the original exchange client sends exactly that and waits).
+        Strings holding a lone surrogate and non-finite numbers (NaN, Infinity, 1e400)
+        are refused: they are not JSON text, and a reply echoing them could not be sent.
 """
 
 from __future__ import annotations
