@@ -7,8 +7,8 @@ half-received message is an error (``truncated``). ``has_partial`` tells the ser
 whether a partial-message timeout should run.
 
 - lab:  a 64-byte ASCII header with the decimal length of the payload, padded with
-        spaces and nothing else (seed 003), then the payload. A bad header is fatal: the next frame
-        boundary is unknown.
+        spaces and nothing else (seed 003), then the payload. A bad header is fatal:
+        the next frame boundary is unknown.
 - line: bytes up to ``\\n`` (a trailing ``\\r`` is dropped): for ``nc`` and ``telnet``.
 - json: one JSON object per line; an object with no newline after it also counts once
         it is complete (the original exchange client sends exactly that and waits).
