@@ -91,7 +91,7 @@ def test_seed_makes_the_server_numbers_reproducible() -> None:
             {"op": "nope", "client_name": "A", "client_number": 5}, "unknown_op", id="unknown-op"
         ),
         pytest.param(
-            b'{"client_name": "A", "client_number": 1e999}\n', "invalid_request", id="huge-float"
+            b'{"client_name": "A", "client_number": 1e999}\n', "bad_json", id="huge-float"
         ),
         pytest.param(b'{"client_name": "A", "client_number": 25\n', "bad_json", id="invalid-json"),
         pytest.param(

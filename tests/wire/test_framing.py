@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from socklab.errors import PeerProtocolError
+from socklab.errors import LocalProtocolError, PeerProtocolError
 from socklab.wire.framing import (
     LAB_HEADER_BYTES,
     Dialect,
@@ -20,6 +20,7 @@ from socklab.wire.framing import (
     detect_dialect,
     encode_json,
     encode_lab_frame,
+    escape_bytes,
     whole_lab_frame,
 )
 
@@ -339,3 +340,151 @@ def test_random_bytes_raise_only_the_codecs_error(data: bytes, cuts: list[int]) 
 
 def test_header_constant_is_the_seeds() -> None:
     assert LAB_HEADER_BYTES == 64
+
+
+# -- one rule for a lab header, first frame or later; errors show escaped bytes ------------
+
+NOT_SPACE_PADDED = [
+    pytest.param(b"5\x00".ljust(64), id="nul-after"),
+    pytest.param(b"5" + b"\x00" * 63, id="nul-padded"),
+    pytest.param(b"\x005".ljust(64), id="nul-before"),
+    pytest.param(b"5\t".ljust(64), id="tab"),
+    pytest.param(b"5\r".ljust(64), id="carriage-return"),
+    pytest.param(b"5\n".ljust(64), id="newline"),
+    pytest.param(b"5\x0b".ljust(64), id="vertical-tab"),
+]
+
+
+@pytest.mark.parametrize("header", NOT_SPACE_PADDED)
+def test_a_header_not_padded_with_spaces_is_refused_first_and_later(header: bytes) -> None:
+    # As a first frame: refused outright, not taken for lab at all, or refused by the parser.
+    with contextlib.suppress(PeerProtocolError):
+        if detect_dialect(header + b"hello") is Dialect.LAB:
+            first = LabDecoder()
+            first.feed(header + b"hello")
+            with pytest.raises(PeerProtocolError, match="padded with spaces"):
+                first.next_frame()
+    # After a valid frame: the same refusal.
+    decoder = LabDecoder()
+    decoder.feed(encode_lab_frame(b"first") + header + b"hello")
+    assert decoder.next_frame() == b"first"
+    with pytest.raises(PeerProtocolError) as info:
+        decoder.next_frame()
+    assert info.value.code == "bad_header" and info.value.fatal
+    assert whole_lab_frame(header + b"hello", 1024) is None
+
+
+def test_a_header_with_spaces_on_both_sides_is_one_rule_too() -> None:
+    header = b"   5".ljust(64)
+    assert detect_dialect(header) is Dialect.LAB
+    decoder = LabDecoder()
+    decoder.feed(encode_lab_frame(b"first") + header + b"hello")
+    assert drain(decoder) == [b"first", b"hello"]
+
+
+@pytest.mark.parametrize(
+    ("header", "shown"),
+    [
+        pytest.param(b"+5".ljust(64), "'+5'", id="plus"),
+        pytest.param(b"5\x00".ljust(64), "'5\\x00'", id="nul"),
+        pytest.param(b"5\xff\\".ljust(64), "'5\\xff\\x5c'", id="high-byte-and-backslash"),
+        pytest.param(b"1" * 30 + b"x".ljust(34), "'" + "1" * 20 + "...'", id="cut"),
+    ],
+)
+def test_a_bad_header_is_shown_as_escaped_bytes_not_a_repr(header: bytes, shown: str) -> None:
+    decoder = LabDecoder()
+    decoder.feed(header)  # from the decoder's bytearray, which a repr would show
+    with pytest.raises(PeerProtocolError) as info:
+        decoder.next_frame()
+    assert info.value.message.endswith(f"got {shown}")
+    assert "bytearray" not in info.value.message and "b'" not in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("data", "shown"),
+    [
+        pytest.param(b"", "", id="empty"),
+        pytest.param(b"ok +5 ~", "ok +5 ~", id="printable"),
+        pytest.param(b"\x00\x1f\x7f\x80\xff", "\\x00\\x1f\\x7f\\x80\\xff", id="control-and-high"),
+        pytest.param(b"a\\b'c", "a\\x5cb'c", id="backslash"),
+    ],
+)
+def test_escape_bytes(data: bytes, shown: str) -> None:
+    assert escape_bytes(data) == shown
+    assert escape_bytes(bytearray(data)) == shown
+
+
+# -- json: what decodes is Unicode text and finite numbers ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "code"),
+    [
+        pytest.param(b'{"id": "\\ud800"}', "bad_encoding", id="lone-high"),
+        pytest.param(b'{"text": "a\\uDC80b"}', "bad_encoding", id="lone-low-upper-case"),
+        pytest.param(b'{"text": "\\ude00\\ud83d"}', "bad_encoding", id="pair-reversed"),
+        pytest.param(b'{"\\ud800": 1}', "bad_encoding", id="in-a-key"),
+        pytest.param(b'{"a": [1, {"b": ["\\udfff"]}]}', "bad_encoding", id="nested"),
+        pytest.param(b'{"id": NaN}', "bad_json", id="nan"),
+        pytest.param(b'{"id": Infinity}', "bad_json", id="infinity"),
+        pytest.param(b'{"id": -Infinity}', "bad_json", id="minus-infinity"),
+        pytest.param(b'{"id": 1e400}', "bad_json", id="overflow"),
+        pytest.param(b'{"id": -1e400}', "bad_json", id="negative-overflow"),
+        pytest.param(b'{"id": 1' + b"0" * 400 + b".0}", "bad_json", id="long-float"),
+    ],
+)
+def test_json_refuses_lone_surrogates_and_non_finite_numbers(line: bytes, code: str) -> None:
+    decoder = JsonDecoder()
+    decoder.feed(line + b'\n{"ok": 1}\n')
+    with pytest.raises(PeerProtocolError) as info:
+        decoder.next_frame()
+    assert info.value.code == code and not info.value.fatal
+    assert decoder.next_frame() == {"ok": 1}  # the stream goes on
+
+    unterminated = JsonDecoder()  # complete without its newline: refused at once
+    unterminated.feed(line)
+    with pytest.raises(PeerProtocolError) as info:
+        unterminated.next_frame()
+    assert info.value.code == code
+    assert not unterminated.has_partial
+
+
+@pytest.mark.parametrize(
+    ("line", "value"),
+    [
+        pytest.param(b'{"t": "\\ud83d\\ude00"}', {"t": "😀"}, id="surrogate-pair"),
+        pytest.param(b'{"t": "\\\\ud800"}', {"t": "\\ud800"}, id="escaped-backslash"),
+        pytest.param(b'{"t": "\\ud7ff\\ue000"}', {"t": "\ud7ff\ue000"}, id="around-surrogates"),
+        pytest.param(b'{"n": 1e-400}', {"n": 0.0}, id="underflow-is-zero"),
+        pytest.param(b'{"n": -1.5e300}', {"n": -1.5e300}, id="big-finite"),
+    ],
+)
+def test_json_still_accepts_what_is_unicode_and_finite(line: bytes, value: dict[str, Any]) -> None:
+    decoder = JsonDecoder()
+    decoder.feed(line + b"\n")
+    assert decoder.next_frame() == value
+
+
+def test_json_unterminated_object_with_nan_waits_until_complete() -> None:
+    decoder = JsonDecoder()
+    decoder.feed(b'{"n": NaN, "t": "a}')  # the "}" is inside a string still arriving
+    assert decoder.next_frame() is None
+    decoder.feed(b'"}')
+    with pytest.raises(PeerProtocolError) as info:
+        decoder.next_frame()
+    assert info.value.code == "bad_json"
+    assert not decoder.has_partial
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        pytest.param({"v": float("nan")}, id="nan"),
+        pytest.param({"v": float("inf")}, id="infinity"),
+        pytest.param({"v": "\udc80"}, id="lone-surrogate"),
+        pytest.param({"\ud800": 1}, id="lone-surrogate-key"),
+    ],
+)
+def test_encode_json_refuses_what_json_cannot_carry(message: dict[str, Any]) -> None:
+    with pytest.raises(LocalProtocolError):
+        encode_json(message)

@@ -20,9 +20,14 @@ before its next slice. Reading from a connection pauses while it does not read i
 replies (``pause_writing``) or while its buffered input passes ``input_pause_bytes``, and
 resumes once that is answered.
 
-Shutdown, step by step (``Listener.stop``): stop accepting; ask every connection to finish
-the complete requests it has received and close; wait up to the grace period; abort the
-rest; stop the service (close the ledger).
+Shutdown, step by step (``Listener.stop``): stop accepting (a connection accepted at that
+moment is closed unserved by ``connection_made``); ask every connection to finish the
+complete requests it has received and close; wait up to the grace period; abort the rest;
+stop the service (close the ledger), after the last reply has been written.
+
+Errors: ``_dispatch`` never raises but ``DropConnection``. A failure while producing or
+encoding a reply becomes an error reply on its connection, logged once; an awaited reply's
+task catches everything, so no bug can leave a connection busy (and its slot taken).
 """
 
 from __future__ import annotations
@@ -54,6 +59,15 @@ log = logging.getLogger(__name__)
 
 _PLAIN_REPLIES = frozenset({str, dict})
 """Reply types a session returns synchronously; anything else is awaited."""
+
+MAX_ID_CHARS = 128
+BAD_ID_MESSAGE = f"an id is a string of at most {MAX_ID_CHARS} characters or an integer"
+INTERNAL_ERROR_MESSAGE = "the server failed to handle this"
+
+
+def _is_valid_id(request_id: Any) -> bool:
+    kind = type(request_id)  # exact types: a JSON true is a bool, not an integer
+    return kind is int or (kind is str and len(request_id) <= MAX_ID_CHARS)
 
 
 _clock = time.perf_counter
@@ -270,6 +284,11 @@ class Listener:
         if self._stopping is None:
             self._stopping = asyncio.get_running_loop().create_task(self.stop())
 
+    @property
+    def is_stopping(self) -> bool:
+        """``stop()`` has begun: a connection that arrives now is closed unserved."""
+        return self._is_stopping
+
     async def stop(self) -> None:
         """Graceful stop; safe to call more than once."""
         if self.stopped.is_set():
@@ -277,11 +296,12 @@ class Listener:
         if self._stopping is not None and self._stopping is not asyncio.current_task():
             await asyncio.shield(self._stopping)
             return
-        # 1. Stop accepting.
+        # 1. Stop accepting. A connection the loop accepted just before, whose
+        # connection_made has not run yet, sees is_stopping and closes unserved.
+        self._is_stopping = True
         if self._server is not None:
             self._server.close()
         # 2. Every connection finishes what it has fully received, then closes.
-        self._is_stopping = True
         for conn in list(self.connections):
             conn.begin_close()
         # 3. Wait up to the grace period, 4. then abort the stragglers.
@@ -293,7 +313,8 @@ class Listener:
             conn.abort()
         if self._server is not None:
             await self._server.wait_closed()
-        # 5. Release the service's resources.
+        # 5. Release the service's resources (close the ledger): every reply has been written,
+        # or its connection aborted after the grace period.
         await self.service.stop()
         log.debug("%s server stopped", self.service.name, extra=fn("stop_server"))
         self.stopped.set()
@@ -337,6 +358,13 @@ class Connection(asyncio.Protocol):
         peername = transport.get_extra_info("peername")
         self.peer = format_peer(peername)
         self.address = peer_address(peername)
+        if self.listener.is_stopping:  # accepted as the listener began to stop: not served
+            log.debug(
+                "Connection from %s closed: shutting down", self.peer, extra=fn("stop_server")
+            )
+            self._closed = True
+            self.transport.close()
+            return
         refusal = self.listener.admit(self)
         if refusal is not None:
             self.listener.warn_rate_limited(
@@ -521,16 +549,26 @@ class Connection(asyncio.Protocol):
             self._close()
 
     def _dispatch(self, message: Any) -> bytes | Awaitable[bytes]:
-        """Hand one message to the session; the reply as bytes, or an awaitable of them."""
-        request_id = message.get("id") if self._is_json else None
+        """Hand one message to the session; the reply as bytes, or an awaitable of them.
+
+        Never raises but ``DropConnection``: a failure while producing or encoding the reply
+        becomes an error reply (``_exception_bytes``).
+        """
+        request_id = None
+        if self._is_json:
+            request_id = message.get("id")
+            if request_id is not None and not _is_valid_id(request_id):
+                exc = PeerProtocolError("bad_request", BAD_ID_MESSAGE)
+                self._log_bad_input(exc)
+                return self._error_bytes(None, exc.code, exc.message)
         try:
             result = self._call(message)
+            if type(result) in _PLAIN_REPLIES:
+                return self._encode(request_id, result)
         except DropConnection:
             raise
         except Exception as exc:
             return self._exception_bytes(request_id, exc)
-        if type(result) in _PLAIN_REPLIES:
-            return self._encode(request_id, result)
         return self._await_reply(request_id, result)
 
     def _call_json(self, message: dict[str, Any]) -> Any:
@@ -551,23 +589,40 @@ class Connection(asyncio.Protocol):
 
     async def _await_reply(self, request_id: Any, pending: Awaitable[Any]) -> bytes:
         try:
-            result = await pending
+            return self._encode(request_id, await pending)
         except DropConnection:
             raise
         except Exception as exc:
             return self._exception_bytes(request_id, exc)
-        return self._encode(request_id, result)
 
     async def _finish(self, pending: Awaitable[bytes]) -> None:
+        """Write an awaited reply, then go on with the messages buffered behind it.
+
+        Whatever happens, the connection is not left busy: a failure here is a bug, logged
+        once; the connection, whose state is then unknown, is cut.
+        """
         try:
-            reply = await pending
-        except DropConnection:
+            try:
+                reply = await pending
+            except DropConnection:
+                self.abort()
+                return
+            self._busy = False
+            if not self._closed:
+                self._flush([reply])
+                self._pump()
+        except asyncio.CancelledError:
+            self.abort()  # the reply is lost: later replies would come out of order
+            raise
+        except Exception as exc:
+            self._busy = False
+            log.error(
+                "Internal error while answering %s; closing its connection",
+                self.peer,
+                exc_info=exc,
+                extra=fn("handle_client"),
+            )
             self.abort()
-            return
-        self._busy = False
-        if not self._closed:
-            self._flush([reply])
-            self._pump()
 
     # -- encoding -------------------------------------------------------------------------
 
@@ -594,16 +649,30 @@ class Connection(asyncio.Protocol):
         log.error(
             "Internal error while serving %s", self.peer, exc_info=exc, extra=fn("handle_client")
         )
-        return self._error_bytes(request_id, "internal_error", "the server failed to handle this")
+        return self._error_bytes(request_id, "internal_error", INTERNAL_ERROR_MESSAGE)
 
     def _error_bytes(self, request_id: Any, code: str, message: str) -> bytes:
+        try:
+            return self._encode_error(request_id, code, message)
+        except Exception as exc:  # a message a service built from something unsendable
+            log.error(
+                "Cannot encode the %s error reply to %s",
+                code,
+                self.peer,
+                exc_info=exc,
+                extra=fn("handle_client"),
+            )
+        with contextlib.suppress(Exception):
+            return self._encode_error(request_id, "internal_error", INTERNAL_ERROR_MESSAGE)
+        return self._encode_error(None, "internal_error", INTERNAL_ERROR_MESSAGE)
+
+    def _encode_error(self, request_id: Any, code: str, message: str) -> bytes:
         if self._is_json:
             error = {"ok": False, "error": {"code": code, "message": message}}
             if request_id is not None:
                 error = {"id": request_id, **error}
             return encode_json(error)
-        text = f"ERROR {code}: {message}"
-        return (text + "\n").encode("utf-8")
+        return f"ERROR {code}: {message}\n".encode()
 
     def _log_bad_input(self, exc: PeerProtocolError) -> None:
         log.warning(

@@ -7,17 +7,21 @@ half-received message is an error (``truncated``). ``has_partial`` tells the ser
 whether a partial-message timeout should run.
 
 - lab:  a 64-byte ASCII header with the decimal length of the payload, padded with
-        spaces (seed 003), then the payload. A bad header is fatal: the next frame
-        boundary is unknown.
+        spaces and nothing else (seed 003), then the payload. A bad header is fatal:
+        the next frame boundary is unknown.
 - line: bytes up to ``\\n`` (a trailing ``\\r`` is dropped): for ``nc`` and ``telnet``.
 - json: one JSON object per line; an object with no newline after it also counts once
         it is complete (the original exchange client sends exactly that and waits).
+        Strings holding a lone surrogate and non-finite numbers (NaN, Infinity, 1e400)
+        are refused: they are not JSON text, and a reply echoing them could not be sent.
 """
 
 from __future__ import annotations
 
 import enum
 import json
+import math
+import re
 from typing import Any
 
 from socklab.errors import LocalProtocolError, PeerProtocolError
@@ -80,18 +84,28 @@ def parse_lab_header(header: bytes | bytearray, max_message_bytes: int) -> int:
     Raises ``PeerProtocolError`` (fatal) if it is not a decimal length padded with
     spaces, or if the length is over ``max_message_bytes``.
     """
-    text = header.strip(b" \t\r\n\x00")
-    if not text or not text.isdigit():
-        shown = header.rstrip(b" ")[:20]
+    text = header.strip(b" ")  # spaces only, as the lab clients pad: one rule with detection
+    if not text or not text.isdigit():  # bytes.isdigit() is ASCII 0-9 only
         raise PeerProtocolError(
             "bad_header",
-            f"the 64-byte header must hold a decimal length, got {shown!r}",
+            "the 64-byte header must hold a decimal length padded with spaces, "
+            f"got '{escape_bytes(header.rstrip(b' '), 20)}'",
             fatal=True,
         )
     length = int(text)
     if length > max_message_bytes:
         raise _too_large(length, max_message_bytes)
     return length
+
+
+def escape_bytes(data: bytes | bytearray, limit: int | None = None) -> str:
+    """``data`` for a human: printable ASCII as is, any other byte as ``\\xNN``.
+
+    At most ``limit`` bytes are shown; ``...`` marks a cut.
+    """
+    shown = data if limit is None else data[:limit]
+    text = "".join(chr(b) if 0x20 <= b < 0x7F and b != 0x5C else f"\\x{b:02x}" for b in shown)
+    return text + "..." if len(shown) < len(data) else text
 
 
 def encode_lab_frame(payload: bytes) -> bytes:
@@ -184,17 +198,68 @@ class LineDecoder(_Buffered):
 
 # -- json --------------------------------------------------------------------------------
 
-_json_decoder = json.JSONDecoder()
+
+class _RefusedObject(PeerProtocolError):
+    """A complete JSON object refused for what it holds (so not one still arriving)."""
+
+
+class _NotFinite(ValueError):
+    """A number JSON cannot hold: ``NaN``, ``Infinity``, or one out of a double's range."""
+
+
+def _refuse_constant(name: str) -> float:
+    raise _NotFinite(name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 parses as inf
+        raise _NotFinite(text)
+    return value
+
+
+_json_decoder = json.JSONDecoder(parse_float=_finite_float, parse_constant=_refuse_constant)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """Whether a string anywhere in ``value`` (keys included) holds a lone surrogate.
+
+    A valid pair of ``\\u`` escapes decodes to one character, so any surrogate left in a
+    string is a lone one: not Unicode text, and no UTF-8 encoder will send it back.
+    """
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 def decode_json_object(raw: bytes) -> dict[str, Any]:
-    """Parse one JSON object; raise ``PeerProtocolError`` (not fatal) if it is not one."""
+    """Parse one JSON object; raise ``PeerProtocolError`` (not fatal) if it is not one.
+
+    Refused besides bad syntax: text that is not UTF-8 and strings holding a lone surrogate
+    (``bad_encoding``), ``NaN``, ``Infinity`` and numbers out of a double's range
+    (``bad_json``).
+    """
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise PeerProtocolError("bad_encoding", "the message is not valid UTF-8") from None
     try:
-        value = json.loads(text)
+        value = _json_decoder.decode(text)
+    except _NotFinite:
+        raise _RefusedObject(
+            "bad_json", "NaN, Infinity and numbers out of range are not JSON numbers"
+        ) from None
     except ValueError as exc:
         if "integer string conversion" in str(exc):  # Python's guard against huge ints
             raise PeerProtocolError(
@@ -205,7 +270,22 @@ def decode_json_object(raw: bytes) -> dict[str, Any]:
         raise PeerProtocolError("bad_json", "the message is nested too deeply") from None
     if not isinstance(value, dict):
         raise PeerProtocolError("bad_json", "the message must be a JSON object")
+    # Strict UTF-8 decoding already refused raw surrogates, so only a \ud800-\udfff escape
+    # can make one: look at the bytes first, walk the object only when one may be there.
+    if b"\\u" in raw and _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(value):
+        raise _RefusedObject(
+            "bad_encoding", "a string in the message holds a lone surrogate (not Unicode text)"
+        )
     return value
+
+
+def _is_complete_json(raw: bytes) -> bool:
+    """Whether ``raw`` parses with Python's lenient defaults (NaN, lone surrogates allowed)."""
+    try:
+        json.loads(raw)
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
 class JsonDecoder(_Buffered):
@@ -243,18 +323,33 @@ class JsonDecoder(_Buffered):
             return None
         try:
             value = decode_json_object(stripped)
+        except _RefusedObject:
+            if not _is_complete_json(stripped):
+                return None  # e.g. a NaN early in an object that is still arriving
+            buffer.clear()  # complete, and refused: waiting would not change that
+            raise
         except PeerProtocolError:
             return None  # maybe a "}" inside a string that is still growing: wait for more
         buffer.clear()
         return value
 
 
-_json_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # built once
+_json_encoder = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":")
+)  # built once
 
 
 def encode_json(message: dict[str, Any]) -> bytes:
-    """One JSON message as one line."""
-    return _json_encoder.encode(message).encode("utf-8") + b"\n"
+    """One JSON message as one line.
+
+    Raises ``LocalProtocolError`` for what JSON or UTF-8 cannot carry (``NaN``, a lone
+    surrogate, an integer past Python's digit limit) and ``TypeError`` for a value of a type
+    JSON does not have.
+    """
+    try:
+        return _json_encoder.encode(message).encode("utf-8") + b"\n"
+    except ValueError as exc:  # UnicodeEncodeError is one
+        raise LocalProtocolError(f"cannot send this as JSON: {exc}") from None
 
 
 # -- detection ---------------------------------------------------------------------------
