@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import signal
 import socket
@@ -24,6 +25,7 @@ from helpers import RunningServer, recv_until, running_server
 from socklab.errors import ServerBusy
 from socklab.services.base import ConnectionInfo
 from socklab.services.numbers import STOP_TIMEOUT_S, NumbersService, NumbersSession
+from socklab.services.procpool import PoolClosed, ProcessPool, TaskFailed
 
 DEADLINE_S = 20.0
 ANSWER = b"[Prime] True [Palindrome] False\n"
@@ -247,5 +249,30 @@ def test_stop_kills_hung_workers_within_its_bound() -> None:
                 await check
         assert all(process_gone(pid) for pid in pids)  # stop() reaped them
         assert service.pending == 0 and service.pool is None
+
+    run(scenario())
+
+
+def test_the_pool_replaces_a_worker_that_dies_while_idle_and_survives_a_raising_task() -> None:
+    async def scenario() -> None:
+        pool = ProcessPool(1, math.sqrt)
+        try:
+            assert await pool.submit(4.0).future == 2.0
+            (pid,) = pool.pids()
+            os.kill(pid, signal.SIGKILL)
+            await async_wait_until(lambda: not pool.pids(), "the dead worker is noticed")
+            await async_wait_until(lambda: process_gone(pid), f"worker {pid} is reaped")
+
+            with pytest.raises(TaskFailed, match="ValueError: math domain error"):
+                await pool.submit(-1.0).future
+            (new_pid,) = pool.pids()
+            assert new_pid != pid
+            assert await pool.submit(9.0).future == 3.0  # the same worker goes on
+            assert pool.pids() == [new_pid] and pool.pending == 0
+        finally:
+            await pool.close()
+        assert process_gone(new_pid)
+        with pytest.raises(PoolClosed):
+            pool.submit(1.0)
 
     run(scenario())

@@ -338,7 +338,7 @@ class NumbersSession(Session):
         self.closed = True
         if self.checks:
             log.info(
-                "Client %s gone: cancelling %d prime checks",
+                "Client %s gone: cancelling its prime checks (%d)",
                 self.conn.peer,
                 len(self.checks),
                 extra=_FN,
