@@ -33,10 +33,11 @@ pool of worker processes owned by the service (:mod:`socklab.services.procpool`,
 by ``start()``, closed by ``stop()``); the handler then returns a coroutine. Smaller ones
 are answered at once (a plain value). At most ``max_pending`` pooled checks wait or run at
 a time, and at most ``max_pending_per_connection`` of one connection; past either,
-``ServerBusy``. When a connection closes (``Session.close()``), its checks are cancelled:
-a queued one leaves the queue, a running one has its worker process killed, and a fresh
-worker takes the next check, so work nobody will read never holds a worker. A session of
-a service that was never started checks everything inline.
+``ServerBusy``. When a connection is lost (``Session.close()``; one that only half-closes
+still wants its replies, so it is not lost), its checks are cancelled: a queued one leaves
+the queue, a running one has its worker process killed, and a fresh worker takes the next
+check, so work nobody will read never holds a worker. A session of a service that was
+never started checks everything inline.
 """
 
 from __future__ import annotations

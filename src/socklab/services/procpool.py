@@ -81,7 +81,8 @@ def default_context() -> BaseContext:
 class ProcessPool:
     """At most ``size`` processes running ``function(arg)`` for the tasks submitted.
 
-    Use it from one event loop; ``submit`` and ``cancel`` never block it.
+    Create and use it inside one running event loop (else ``RuntimeError``); ``submit``
+    and ``cancel`` never block it. Raises ``ValueError`` if ``size`` is below 1.
     """
 
     def __init__(
