@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from numbers_checks import ANSWERED, HANGING, check_or_hang
 
-from helpers import RunningServer, recv_until, running_server
+from helpers import RunningServer, captured_records, recv_until, running_server
 from socklab.errors import ServerBusy
 from socklab.services.base import ConnectionInfo
 from socklab.services.numbers import STOP_TIMEOUT_S, NumbersService, NumbersSession
@@ -161,16 +161,26 @@ def test_a_worker_killed_from_outside_is_replaced() -> None:
         wait_until(lambda: process_gone(pid), f"worker {pid} is reaped")
 
 
-def test_a_connection_closed_while_its_check_runs_is_logged_and_answers_nothing() -> None:
+def test_a_connection_lost_while_its_check_runs_is_logged_and_starts_nothing_more() -> None:
     service = hanging_service(workers=1)
-    with running_server(service) as server:
+    with (
+        captured_records("socklab.services.numbers") as records,
+        running_server(service) as server,
+    ):
         sock = server.connect(timeout_s=DEADLINE_S)
         sock.sendall(request_bytes("line", HANGING) + request_bytes("line", ANSWERED))
         wait_until(lambda: pool_state(server, service)[0] == 1, "the check runs")
+        (pid,) = pool_state(server, service)[2]
         hang_up(sock)
-        wait_until(lambda: pool_state(server, service)[1] == 0, "the check is cancelled")
-        # The pipelined request behind the abandoned one is never started either.
-        assert pool_state(server, service)[:2] == (0, 0)
+        listener = server.listener
+        wait_until(lambda: on_loop(server, lambda: not listener.connections), "it is closed")
+        wait_until(lambda: process_gone(pid), f"worker {pid} is reaped")
+        # The request pipelined behind the abandoned one never reached the pool: nothing is
+        # pending, and no worker was started for it.
+        assert pool_state(server, service) == (0, 0, [])
+    gone = [r.getMessage() for r in records if "gone" in r.getMessage()]
+    assert len(gone) == 1
+    assert gone[0].endswith(" gone: cancelling its prime checks (1)")
 
 
 # -- the session and the pool, called directly --------------------------------------------
