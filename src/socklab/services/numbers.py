@@ -29,10 +29,15 @@ Rules:
 
 Big numbers: the event loop must not stall on a multi-second check, so positive numbers
 of more than ``offload_digits`` digits that trial division does not settle are tested in a
-process pool owned by the service (created by ``start()``, shut down by ``stop()``); the
-handler then returns a coroutine. Smaller ones are answered at once (a plain value). At
-most ``max_pending`` pooled checks wait or run at a time; past that, ``ServerBusy``. A
-session of a service that was never started checks everything inline.
+pool of worker processes owned by the service (:mod:`socklab.services.procpool`, created
+by ``start()``, closed by ``stop()``); the handler then returns a coroutine. Smaller ones
+are answered at once (a plain value). At most ``max_pending`` pooled checks wait or run at
+a time, and at most ``max_pending_per_connection`` of one connection; past either,
+``ServerBusy``. When a connection is lost (``Session.close()``; one that only half-closes
+still wants its replies, so it is not lost), its checks are cancelled: a queued one leaves
+the queue, a running one has its worker process killed, and a fresh worker takes the next
+check, so work nobody will read never holds a worker. A session of a service that was
+never started checks everything inline.
 """
 
 from __future__ import annotations
@@ -40,13 +45,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import multiprocessing
 import os
-from collections.abc import Awaitable, Coroutine
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from multiprocessing.context import BaseContext
 from typing import Any, Literal
 
 import gmpy2
@@ -54,6 +55,7 @@ import gmpy2
 from socklab.errors import InvalidRequest, ServerBusy, TooLarge, UnknownOperation
 from socklab.services.base import ConnectionInfo, JsonReply, Service, Session
 from socklab.services.primality import is_prime, quick_verdict
+from socklab.services.procpool import PoolClosed, ProcessPool, Task, WorkerDied
 from socklab.services.text import json_type_name, shorten
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,10 @@ OPS: tuple[Op, ...] = ("check", "prime", "palindrome")
 DEFAULT_MAX_DIGITS = 10_000
 DEFAULT_OFFLOAD_DIGITS = 200
 """Above this many digits a check goes to the pool: a 200-digit BPSW test takes ~1 ms."""
+DEFAULT_MAX_PENDING_PER_CONNECTION = 2
+"""Pooled checks one connection may have waiting or running at once."""
+STOP_TIMEOUT_S = 5.0
+"""``stop()`` waits at most about this long for the killed workers to be reaped."""
 
 LINE_HELP = "usage: N | prime N | palindrome N   (N an integer, e.g. '121' or 'prime 97')"
 
@@ -184,7 +190,10 @@ class NumbersService(Service):
 
     ``offload_digits``: bigger numbers are checked in a pool of ``workers`` processes
     (default: the CPU count, at most 4) while the service is started. ``max_pending``:
-    how many pooled checks may wait or run at once (default 4 per worker).
+    how many pooled checks may wait or run at once (default 4 per worker);
+    ``max_pending_per_connection``: how many of them one connection may have (default 2).
+    ``check`` is the function the workers run (a module-level function, as it is pickled;
+    tests inject a slow one); numbers checked inline always use ``is_prime``.
     """
 
     name = "numbers"
@@ -198,6 +207,8 @@ class NumbersService(Service):
         offload_digits: int = DEFAULT_OFFLOAD_DIGITS,
         workers: int | None = None,
         max_pending: int | None = None,
+        max_pending_per_connection: int = DEFAULT_MAX_PENDING_PER_CONNECTION,
+        check: Callable[[Any], bool] = is_prime,
     ) -> None:
         if max_digits < 1:
             raise ValueError("max_digits must be at least 1")
@@ -205,12 +216,20 @@ class NumbersService(Service):
             raise ValueError("workers must be at least 1")
         if max_pending is not None and max_pending < 0:
             raise ValueError("max_pending must not be negative")
+        if max_pending_per_connection < 1:
+            raise ValueError("max_pending_per_connection must be at least 1")
         self.max_digits = max_digits
         self.offload_digits = offload_digits
         self.workers = workers or min(4, os.cpu_count() or 1)
         self.max_pending = max_pending if max_pending is not None else 4 * self.workers
-        self.pending = 0
-        self._pool: ProcessPoolExecutor | None = None
+        self.max_pending_per_connection = max_pending_per_connection
+        self.check = check
+        self._pool: ProcessPool | None = None
+
+    @property
+    def pending(self) -> int:
+        """Pooled checks waiting or running."""
+        return self._pool.pending if self._pool is not None else 0
 
     def open_session(self, conn: ConnectionInfo) -> Session:
         return NumbersSession(self, conn)
@@ -224,19 +243,29 @@ class NumbersService(Service):
         pytest have (a script piped into ``python -`` does not).
         """
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=_pool_context())
+            self._pool = ProcessPool(self.workers, self.check, name="socklab-numbers")
 
     async def stop(self) -> None:
-        """Shut the pool down; checks still running are killed, nobody waits for them."""
+        """Close the pool: checks waiting or running fail with ``ServerBusy``, their
+        workers are killed (nobody waits for a 10,000-digit check) and reaped within
+        about ``STOP_TIMEOUT_S``."""
         pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        if self.pending:
-            _kill_workers(pool)  # before shutdown(), which forgets the worker processes
-        await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+        if pool is not None:
+            await pool.close(STOP_TIMEOUT_S)
 
-    def answer(self, op: Op, number: Number) -> Checked | Coroutine[Any, Any, Checked]:
-        """The answer to ``op`` on ``number``: at once, or a coroutine for a pooled check."""
+    @property
+    def pool(self) -> ProcessPool | None:
+        """The worker pool while the service is started."""
+        return self._pool
+
+    def answer(
+        self, op: Op, number: Number, session: NumbersSession | None = None
+    ) -> Checked | Coroutine[Any, Any, Checked]:
+        """The answer to ``op`` on ``number``: at once, or a coroutine for a pooled check.
+
+        The coroutine raises ``ServerBusy`` when the pool, or ``session``'s share of it,
+        is full, when the server stops, or when the check is cancelled or its worker dies.
+        """
         palindrome = None if op == "prime" else number.is_palindrome
         if op == "palindrome":
             return Checked(palindrome=palindrome)
@@ -246,61 +275,77 @@ class NumbersService(Service):
         verdict = quick_verdict(value)
         if verdict is not None:
             return Checked(prime=verdict, palindrome=palindrome)
-        return self._check_in_pool(value, len(number.digits), palindrome)
+        return self._check_in_pool(value, len(number.digits), palindrome, session)
 
-    async def _check_in_pool(self, value: Any, digits: int, palindrome: bool | None) -> Checked:
+    async def _check_in_pool(
+        self, value: Any, digits: int, palindrome: bool | None, session: NumbersSession | None
+    ) -> Checked:
         pool = self._pool
         if pool is None:
             raise ServerBusy("the server is shutting down")
-        if self.pending >= self.max_pending:
-            log.warning("Prime checks queue full (%d)", self.pending, extra=_FN)
-            raise ServerBusy(
-                f"{self.pending} big numbers are being checked already; try again later"
+        checks = session.checks if session is not None else set()
+        if session is not None and session.closed:
+            raise ServerBusy("the connection has closed")
+        if len(checks) >= self.max_pending_per_connection:
+            log.warning(
+                "Prime checks of one connection at their limit (%d)", len(checks), extra=_FN
             )
-        self.pending += 1
+            raise ServerBusy(
+                f"this connection has {len(checks)} big numbers being checked already;"
+                " wait for their replies"
+            )
+        if pool.pending >= self.max_pending:
+            log.warning("Prime checks queue full (%d)", pool.pending, extra=_FN)
+            raise ServerBusy(
+                f"{pool.pending} big numbers are being checked already; try again later"
+            )
+        log.debug("Checking a %d-digit number in a worker", digits, extra=_FN)
+        task = pool.submit(value)
+        checks.add(task)
         try:
-            log.debug("Checking a %d-digit number in a worker", digits, extra=_FN)
-            try:
-                future = asyncio.get_running_loop().run_in_executor(pool, is_prime, value)
-            except RuntimeError:  # the pool was shut down: the server is stopping
-                raise ServerBusy("the server is shutting down") from None
-            try:
-                prime = await future
-            except BrokenProcessPool:  # stop() killed the workers, or one crashed
-                raise ServerBusy("the prime check was interrupted; try again") from None
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise  # our caller cancelled us
-                # stop() cancelled the queued check (shutdown(cancel_futures=True)).
-                raise ServerBusy("the server is shutting down") from None
+            prime = await task.future
+        except asyncio.CancelledError:
+            pool.cancel(task)
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # our caller cancelled us
+            # Session.close() cancelled the check: nobody will read this reply.
+            raise ServerBusy("the check was cancelled: the connection closed") from None
+        except WorkerDied:
+            raise ServerBusy("the prime check was interrupted; try again") from None
+        except PoolClosed:
+            raise ServerBusy("the server is shutting down") from None
         finally:
-            self.pending -= 1
-        return Checked(prime=prime, palindrome=palindrome)
+            checks.discard(task)
+        return Checked(prime=bool(prime), palindrome=palindrome)
 
-
-def _pool_context() -> BaseContext:
-    # Not fork: forking a process that runs an event loop (and maybe threads) can deadlock.
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-
-
-def _kill_workers(pool: ProcessPoolExecutor) -> None:
-    """Terminate the pool's processes: a 10,000-digit check can run for tens of seconds."""
-    terminate = getattr(pool, "terminate_workers", None)  # public from Python 3.14
-    if terminate is not None:
-        terminate()
-        return
-    # Before 3.14 the only handle on the processes is this private mapping.
-    processes = getattr(pool, "_processes", None) or {}
-    for process in list(processes.values()):
-        process.terminate()
+    def cancel(self, task: Task) -> None:
+        """Cancel a pooled check (its worker is killed if it runs); idempotent."""
+        if self._pool is not None:
+            self._pool.cancel(task)
 
 
 class NumbersSession(Session):
     def __init__(self, service: NumbersService, conn: ConnectionInfo) -> None:
         self.service = service
         self.conn = conn
+        self.checks: set[Task] = set()
+        """This connection's pooled checks, waiting or running."""
+        self.closed = False
+
+    def close(self) -> None:
+        """The connection is gone: cancel its pooled checks, killing the workers that
+        run them, so that they serve the connections still open."""
+        self.closed = True
+        if self.checks:
+            log.info(
+                "Client %s gone: cancelling its prime checks (%d)",
+                self.conn.peer,
+                len(self.checks),
+                extra=_FN,
+            )
+        for task in list(self.checks):
+            self.service.cancel(task)
 
     def _received(self, message: str) -> None:
         log.info("Message received: %s", shorten(message, 100), extra=_FN)
@@ -320,7 +365,8 @@ class NumbersSession(Session):
             op, number_text = "check", line
         else:
             raise InvalidRequest(f"{_quote(line.strip())}: {LINE_HELP}")
-        result = self.service.answer(op, parse_number(number_text, self.service.max_digits))
+        number = parse_number(number_text, self.service.max_digits)
+        result = self.service.answer(op, number, self)
         if isinstance(result, Checked):
             return result.as_text()
         return _as_text(result)
@@ -337,7 +383,7 @@ class NumbersSession(Session):
         raw = request["number"]
         self._received(_loggable(raw))
         number = number_from_json(raw, self.service.max_digits)
-        result = self.service.answer(op, number)
+        result = self.service.answer(op, number, self)
         if isinstance(result, Checked):
             return result.as_json()
         return _as_json(result)
