@@ -83,29 +83,35 @@ def messages(records: list[logging.LogRecord]) -> Iterator[str]:
 
 
 def test_a_client_that_does_not_read_its_replies_is_closed_for_that_and_frees_its_slot() -> None:
-    limits = Limits(partial_timeout_s=0.5, messages_per_turn=PER_TURN)
+    limits = Limits(partial_timeout_s=1.0, messages_per_turn=PER_TURN)
     request = json.dumps({"op": "echo"}).encode() + b"\n"
     service = BigReplyService()
-    with captured_records("socklab") as records, running_server(service, limits) as server:
-        hog = non_reader(server)
-        send_until(
-            server,
-            hog,
-            request * 50,
-            lambda: only_connection(server)._write_paused,
-        )
+    with (
+        captured_records("socklab") as records,
+        running_server(service, limits) as server,
+        non_reader(server) as hog,
+    ):
+        wait_until(server, lambda: len(server.listener.connections) == 1)
         conn = only_connection(server)
-        assert on_loop(server, lambda: conn._read_paused)  # no more requests taken in
-        assert on_loop(server, lambda: conn.decoder is not None and conn.decoder.has_partial)
-        # Unsent replies stay bounded: the transport's high-water mark plus one turn.
-        assert on_loop(server, lambda: conn.transport.get_write_buffer_size()) <= (
-            64 * 1024 + PER_TURN * (REPLY_BYTES + 100)
-        )
+        stalled: list[tuple[bool, bool, int]] = []
+
+        def has_stalled() -> bool:
+            if conn._write_paused and not stalled and conn.transport is not None:
+                has_input = conn.decoder is not None and conn.decoder.has_partial
+                unsent = conn.transport.get_write_buffer_size()
+                stalled.append((conn._read_paused, has_input, unsent))
+            return bool(stalled) or conn._closed
+
+        send_until(server, hog, request * 50, has_stalled)
+        assert stalled, "closed before its writing paused"
+        read_paused, has_input, unsent = stalled[0]
+        assert read_paused  # no more requests taken in while its replies back up
+        assert has_input  # requests still buffered: not an "incomplete message"
+        assert unsent <= 64 * 1024 + PER_TURN * (REPLY_BYTES + 100)  # high-water mark + a turn
         wait_until(server, lambda: not server.listener.connections)  # the slot is back
         assert server.listener.per_address == {}
-        hog.close()
     logged = list(messages(records))
-    assert any("has not read its replies for over 0.5 s" in line for line in logged), logged
+    assert any("has not read its replies for over 1 s" in line for line in logged), logged
     assert not any("incomplete message" in line for line in logged), logged
 
 
@@ -113,8 +119,11 @@ def test_a_closing_connection_whose_replies_never_drain_is_aborted() -> None:
     limits = Limits(partial_timeout_s=0.5)
     request = b"hello\n"
     service = BigReplyService()
-    with captured_records("socklab") as records, running_server(service, limits) as server:
-        hog = non_reader(server)
+    with (
+        captured_records("socklab") as records,
+        running_server(service, limits) as server,
+        non_reader(server) as hog,
+    ):
         hog.sendall(request)
         wait_until(server, lambda: len(server.listener.connections) == 1)
         conn = only_connection(server)
@@ -124,7 +133,6 @@ def test_a_closing_connection_whose_replies_never_drain_is_aborted() -> None:
         send_until(server, hog, request * 20, lambda: conn.transport.get_write_buffer_size() > 0)
         hog.sendall(b"half a line")  # and never the rest: the partial timeout closes it
         wait_until(server, lambda: not server.listener.connections)
-        hog.close()
     logged = list(messages(records))
     assert any("incomplete message for over 0.5 s" in line for line in logged), logged
     assert any("its last replies were not read within 0.5 s" in line for line in logged), logged

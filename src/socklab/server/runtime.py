@@ -308,7 +308,7 @@ class Listener:
         if not pending:
             return
         log.warning(
-            "Cancelling %d replies still in flight at shutdown",
+            "Cancelling replies still in flight at shutdown: %d",
             len(pending),
             extra=fn("stop_server"),
         )
