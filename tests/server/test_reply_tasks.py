@@ -1,6 +1,7 @@
-"""Awaited replies over real sockets: their tasks survive a garbage collection, and at
-shutdown the service stops only after the requests in flight on aborted connections have
-finished or been cancelled."""
+"""Awaited replies over real sockets: their tasks survive a garbage collection, the
+requests pipelined behind one are not taken for an incomplete message, and at shutdown
+the service stops only after the requests in flight on aborted connections have finished
+or been cancelled."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import json
 import logging
 import socket
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -29,6 +31,8 @@ class HeldSession(Session):
     def handle_json(self, request: dict[str, Any]) -> Any:
         if request.get("op") == "weak":
             return self._wait_on_weak_future()
+        if request.get("op") == "echo":
+            return {"value": request.get("value")}
         return self._hold()
 
     async def _wait_on_weak_future(self) -> JsonReply:
@@ -114,6 +118,32 @@ def _reply_tasks_of(server: RunningServer) -> Any:
         return len(server.listener.reply_tasks)
 
     return count
+
+
+def test_requests_waiting_behind_an_awaited_reply_are_not_an_incomplete_message() -> None:
+    service = HeldService()
+    limits = Limits(partial_timeout_s=0.2)
+    with running_server(service, limits) as server, server.connect(timeout_s=WAIT_S) as sock:
+        sock.sendall(b'{"op": "hold", "id": 1}\n{"op": "echo", "value": 2, "id": 2}\n')
+        assert service.holding.wait(WAIT_S)
+
+        async def now() -> float:
+            return server.loop.time()
+
+        # The watchdog looks every 0.05 s: let it look many times past the timeout.
+        held_since = server.call(now)
+        while server.call(now) < held_since + 5 * limits.partial_timeout_s:
+            assert service.in_flight == 1
+            time.sleep(0.05)
+        assert len(server.listener.connections) == 1
+        server.loop.call_soon_threadsafe(service.release.set)
+        replies = recv_until(sock)
+        while replies.count(b"\n") < 2:
+            replies += recv_until(sock)
+    assert [json.loads(line) for line in replies.splitlines()] == [
+        {"id": 1, "ok": True, "value": "held"},
+        {"id": 2, "ok": True, "value": 2},
+    ]
 
 
 def test_after_the_grace_period_the_service_stops_after_the_request_in_flight() -> None:
