@@ -301,7 +301,8 @@ class Listener:
         """Wait up to ``settle_timeout_s`` for the replies in flight (a ledger call that
         began finishes, and its outcome is stored), then cancel the rest and wait for them
         as long again: the service is stopped after the last of them."""
-        tasks = self.reply_tasks - {cast(Any, asyncio.current_task())}
+        current = asyncio.current_task()
+        tasks = {task for task in self.reply_tasks if task is not current}
         if not tasks:
             return
         _, pending = await asyncio.wait(tasks, timeout=self.limits.settle_timeout_s)
@@ -391,7 +392,8 @@ class Connection(asyncio.Protocol):
         self._watchdog: asyncio.TimerHandle | None = None
         self._drain_timer: asyncio.TimerHandle | None = None
         self._pump_handle: asyncio.Handle | None = None
-        self._write_paused_at = 0.0
+        self._write_paused_at = 0.0  # or when the client last took some of its replies
+        self._unsent_bytes = 0
 
     # -- asyncio.Protocol callbacks -------------------------------------------------------
 
@@ -475,6 +477,7 @@ class Connection(asyncio.Protocol):
     def pause_writing(self) -> None:
         self._write_paused = True
         self._write_paused_at = self.loop.time()
+        self._unsent_bytes = self.transport.get_write_buffer_size() if self.transport else 0
         self._pause_reading()  # resumed only once writing has resumed (see _pump)
 
     def resume_writing(self) -> None:
@@ -822,6 +825,11 @@ class Connection(asyncio.Protocol):
         if self._closed:
             return
         now = self.loop.time()
+        if self._write_paused and self.transport is not None:
+            unsent = self.transport.get_write_buffer_size()
+            if unsent < self._unsent_bytes:  # it reads, if slowly
+                self._write_paused_at = now
+            self._unsent_bytes = unsent
         if self._write_paused and now - self._write_paused_at > self.limits.partial_timeout_s:
             # Its replies back up and nothing more is read from it: nothing to wait for.
             self.listener.warn_rate_limited(
@@ -853,7 +861,7 @@ class Connection(asyncio.Protocol):
             self._close()
             return
         if (
-            not (self._busy or self._write_paused)
+            not self._busy
             and self._pump_handle is None
             and now - self._last_request > self.limits.idle_timeout_s
         ):
