@@ -11,7 +11,11 @@ task, so replies always leave in request order (json pipelining).
 Limits: a maximum message size (in the decoders), an idle timeout, a partial-message
 timeout (a watchdog timer per connection), a maximum number of connections in all and
 per client address, and a bound on the input bytes a service buffers in all (past it,
-the connection holding the most is closed with ``server_busy``).
+the connection holding the most is closed with ``server_busy``). The partial-message
+timeout bounds the output side too: a connection that does not read its replies for that
+long is aborted, and so is a closing connection whose last replies do not drain in that
+time; only time spent waiting for the client counts (not an awaited reply, nor a pause
+in reading that the server chose), so a pipelined backlog is never "incomplete".
 
 Fairness: all services share one event loop, so one connection may answer at most
 ``messages_per_turn`` of its messages, or work for ``turn_budget_s``, in one call of
@@ -23,11 +27,14 @@ resumes once that is answered.
 Shutdown, step by step (``Listener.stop``): stop accepting (a connection accepted at that
 moment is closed unserved by ``connection_made``); ask every connection to finish the
 complete requests it has received and close; wait up to the grace period; abort the rest;
-stop the service (close the ledger), after the last reply has been written.
+let the replies still in flight on the aborted connections finish, up to
+``settle_timeout_s``, and cancel what is left; stop the service (close the ledger) only
+then, after the last request that reached it.
 
 Errors: ``_dispatch`` never raises but ``DropConnection``. A failure while producing or
 encoding a reply becomes an error reply on its connection, logged once; an awaited reply's
-task catches everything, so no bug can leave a connection busy (and its slot taken).
+task catches everything, so no bug can leave a connection busy (and its slot taken). The
+listener keeps every reply task until it ends: the loop holds tasks only weakly.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ import ctypes
 import ctypes.util
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -124,6 +131,9 @@ class Limits:
     """Messages one connection may answer before the others get a turn."""
     turn_budget_s: float = 0.001
     """Time one connection may spend answering before the others get a turn."""
+    settle_timeout_s: float = 5.0
+    """At shutdown, after the grace period: how long the replies still in flight on the
+    aborted connections may take to finish before they are cancelled."""
 
     def __post_init__(self) -> None:
         """Raises ``ValueError`` for limits that cannot work together."""
@@ -185,6 +195,8 @@ class Listener:
         self._warned: dict[str, tuple[float, int]] = {}
         self._peak_buffered_bytes = 0
         self._trim_handle: asyncio.TimerHandle | None = None
+        self.reply_tasks: set[asyncio.Task[None]] = set()
+        """Every awaited reply in flight; kept here because the loop keeps tasks only weakly."""
 
     async def start(self) -> None:
         """Start the service, then listen. ``port=0`` picks a free port, reported in ``port``."""
@@ -279,6 +291,32 @@ class Listener:
                 return
             largest.refuse_overload()
 
+    def spawn_reply(self, reply: Coroutine[Any, Any, None]) -> None:
+        """Run ``reply`` (a connection's awaited reply) in a task kept until it ends."""
+        task = asyncio.get_running_loop().create_task(reply)
+        self.reply_tasks.add(task)
+        task.add_done_callback(self.reply_tasks.discard)
+
+    async def _settle_replies(self) -> None:
+        """Wait up to ``settle_timeout_s`` for the replies in flight (a ledger call that
+        began finishes, and its outcome is stored), then cancel the rest and wait for them
+        as long again: the service is stopped after the last of them."""
+        current = asyncio.current_task()
+        tasks = {task for task in self.reply_tasks if task is not current}
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=self.limits.settle_timeout_s)
+        if not pending:
+            return
+        log.warning(
+            "Cancelling replies still in flight at shutdown: %d",
+            len(pending),
+            extra=fn("stop_server"),
+        )
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=self.limits.settle_timeout_s)
+
     def request_stop(self) -> None:
         """Stop soon, from inside a request handler: replies in flight are still sent."""
         if self._stopping is None:
@@ -313,8 +351,11 @@ class Listener:
             conn.abort()
         if self._server is not None:
             await self._server.wait_closed()
-        # 5. Release the service's resources (close the ledger): every reply has been written,
-        # or its connection aborted after the grace period.
+        # 5. The requests in flight on aborted connections finish (or are cancelled), so
+        # a ledger call that began is not cut off by the ledger's closing.
+        await self._settle_replies()
+        # 6. Release the service's resources (close the ledger): every reply has been
+        # written, or its connection aborted and its request finished.
         await self.service.stop()
         log.debug("%s server stopped", self.service.name, extra=fn("stop_server"))
         self.stopped.set()
@@ -349,7 +390,10 @@ class Connection(asyncio.Protocol):
         self._last_request = self.loop.time()
         self._partial_since: float | None = None
         self._watchdog: asyncio.TimerHandle | None = None
+        self._drain_timer: asyncio.TimerHandle | None = None
         self._pump_handle: asyncio.Handle | None = None
+        self._write_paused_at = 0.0  # or when the client last took some of its replies
+        self._unsent_bytes = 0
 
     # -- asyncio.Protocol callbacks -------------------------------------------------------
 
@@ -382,6 +426,8 @@ class Connection(asyncio.Protocol):
         self._release_input()
         if self._watchdog is not None:
             self._watchdog.cancel()
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
         if self._pump_handle is not None:
             self._pump_handle.cancel()
             self._pump_handle = None
@@ -430,7 +476,9 @@ class Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
-        self._pause_reading()
+        self._write_paused_at = self.loop.time()
+        self._unsent_bytes = self.transport.get_write_buffer_size() if self.transport else 0
+        self._pause_reading()  # resumed only once writing has resumed (see _pump)
 
     def resume_writing(self) -> None:
         self._write_paused = False
@@ -517,7 +565,7 @@ class Connection(asyncio.Protocol):
                 out.append(reply)
             else:
                 self._busy = True
-                self.loop.create_task(self._finish(reply))
+                self.listener.spawn_reply(self._finish(reply))
         self._flush(out)
         if is_request:
             self._last_request = self.loop.time()
@@ -544,7 +592,7 @@ class Connection(asyncio.Protocol):
             self._flush([reply])
         else:
             self._busy = True
-            self.loop.create_task(self._finish(reply))  # type: ignore[arg-type]
+            self.listener.spawn_reply(self._finish(reply))  # type: ignore[arg-type]
         if self._closing and not self._busy:
             self._close()
 
@@ -717,6 +765,20 @@ class Connection(asyncio.Protocol):
         if not self._closed and self.transport is not None:
             self._closed = True
             self.transport.close()  # flushes what is buffered, then connection_lost
+            if self.transport.get_write_buffer_size():
+                # A client that does not read would hold its slot for ever: bound the flush.
+                self._drain_timer = self.loop.call_later(
+                    self.limits.partial_timeout_s, self._abort_undrained
+                )
+
+    def _abort_undrained(self) -> None:
+        self.listener.warn_rate_limited(
+            "undrained",
+            "handle_client",
+            f"Aborting connection {self.peer}: its last replies were not read "
+            f"within {self.limits.partial_timeout_s:g} s",
+        )
+        self.abort()
 
     def abort(self) -> None:
         self._closed = True
@@ -763,6 +825,27 @@ class Connection(asyncio.Protocol):
         if self._closed:
             return
         now = self.loop.time()
+        if self._write_paused and self.transport is not None:
+            unsent = self.transport.get_write_buffer_size()
+            if unsent < self._unsent_bytes:  # it reads, if slowly
+                self._write_paused_at = now
+            self._unsent_bytes = unsent
+        if self._write_paused and now - self._write_paused_at > self.limits.partial_timeout_s:
+            # Its replies back up and nothing more is read from it: nothing to wait for.
+            self.listener.warn_rate_limited(
+                "stalled",
+                "handle_client",
+                f"Closing connection {self.peer}: it has not read its replies "
+                f"for over {self.limits.partial_timeout_s:g} s",
+            )
+            self.abort()
+            return
+        if self._partial_since is not None and (
+            self._busy or self._read_paused or self._pump_handle is not None
+        ):
+            # The server holds this connection, not the client: the clock starts again
+            # once the server reads and answers again.
+            self._partial_since = now
         if (
             self._partial_since is not None
             and now - self._partial_since > self.limits.partial_timeout_s
