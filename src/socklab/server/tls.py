@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import ssl
 from typing import Any
 
@@ -53,12 +54,13 @@ def server_context(cert_file: str, key_file: str) -> ssl.SSLContext:
     def no_password() -> str:
         raise TlsSetupError(f"the key {key_file} is encrypted; give an unencrypted key")
 
+    for path in (cert_file, key_file):
+        if not os.path.isfile(path):
+            raise TlsSetupError(f"no such file: {path}")
     try:
         context.load_cert_chain(cert_file, key_file, password=no_password)
     except TlsSetupError:
         raise
-    except FileNotFoundError as exc:
-        raise TlsSetupError(f"no such file: {exc.filename}") from None
     except OSError as exc:
         # ssl.SSLError is an OSError too: a file that is not PEM, or a key for another cert.
         reason = getattr(exc, "reason", None) or exc.strerror or str(exc)
@@ -151,13 +153,14 @@ class TlsLayer(asyncio.Protocol):
                 chunk = self.ssl.read(READ_BYTES)
             except ssl.SSLWantReadError:
                 break
-            except ssl.SSLZeroReturnError:  # the peer's close_notify
+            except ssl.SSLZeroReturnError:
                 peer_closed = True
                 break
             except ssl.SSLError as exc:
                 self._fail("bad TLS data", exc)
                 return
-            if not chunk:
+            if not chunk:  # the peer's close_notify
+                peer_closed = True
                 break
             plain.append(chunk)
         self._send_pending()
