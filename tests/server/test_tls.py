@@ -8,18 +8,19 @@ import contextlib
 import json
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trustme
 
+import tls_helpers
 from helpers import HOST, captured_records
 from socklab.client.json_client import JsonClient
 from socklab.client.tls import TlsOptions, connect_tls
 from socklab.errors import PeerProtocolError
-from socklab.server.runtime import Limits, Listener, new_event_loop
+from socklab.server.runtime import Limits, new_event_loop
 from socklab.server.tls import (
     TLS_HANDSHAKE,
     TlsSetupError,
@@ -32,9 +33,9 @@ from socklab.services.exchange import ExchangeService
 from socklab.services.numbers import NumbersService
 from socklab.services.text import TextService
 from socklab.wire.framing import encode_lab_frame
+from tls_helpers import WAIT_S, serving, thread_server
 
 TLS_REQUIRED = b"ERROR tls_required: this port speaks TLS; connect with --tls\n"
-WAIT_S = 10.0
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +45,7 @@ def ca() -> trustme.CA:
 
 @pytest.fixture(scope="module")
 def server_tls(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(HOST, "localhost").configure_cert(context)
-    return context
+    return tls_helpers.server_context(ca)
 
 
 @pytest.fixture(scope="module")
@@ -79,19 +78,6 @@ def run(request: pytest.FixtureRequest) -> Callable[[Awaitable[Any]], Any]:
             return loop_runner.run(coro)  # type: ignore[arg-type]
 
     return runner
-
-
-@contextlib.asynccontextmanager
-async def serving(
-    service: Service, tls: ssl.SSLContext | None, limits: Limits | None = None
-) -> AsyncIterator[Listener]:
-    listener = Listener(service, HOST, 0, limits or Limits(), tls=tls)
-    await listener.start()
-    try:
-        yield listener
-    finally:
-        async with asyncio.timeout(WAIT_S):
-            await listener.stop()
 
 
 async def exchange_bytes(port: int, data: bytes, size: int, tls: ssl.SSLContext | None) -> bytes:
@@ -279,45 +265,11 @@ def test_a_tls_client_on_a_plain_port_fails_the_handshake_at_once(
     assert any("TLS handshake on a port that does not speak TLS" in m for m in messages)
 
 
-def run_in_thread_loop(
-    service: Service, tls: ssl.SSLContext | None
-) -> contextlib.AbstractContextManager[int]:
-    """A listener on its own loop in a thread, for the blocking clients; yields its port."""
-    import threading
-
-    @contextlib.contextmanager
-    def manage() -> Iterator[int]:
-        loop = new_event_loop()
-        started: asyncio.Future[int] = loop.create_future()
-        stop = asyncio.Event()
-
-        async def serve() -> None:
-            async with serving(service, tls) as listener:
-                started.set_result(listener.port)
-                await stop.wait()
-
-        thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
-        thread.start()
-        try:
-            port = asyncio.run_coroutine_threadsafe(_wait(started), loop).result(WAIT_S)
-            yield port
-        finally:
-            loop.call_soon_threadsafe(stop.set)
-            thread.join(WAIT_S)
-            loop.close()
-
-    return manage()
-
-
-async def _wait(future: asyncio.Future[int]) -> int:
-    return await future
-
-
 def test_the_blocking_client_explains_both_mismatches(
     server_tls: ssl.SSLContext, ca_file: str
 ) -> None:
     tls = TlsOptions(cafile=ca_file)
-    with run_in_thread_loop(TextService(), server_tls) as port:
+    with thread_server(TextService(), server_tls) as port:
         with JsonClient.connect(HOST, port, tls=tls) as client:
             assert client.request("convert", text="a")["upper"] == "A"
         with JsonClient.connect(HOST, port) as client, pytest.raises(PeerProtocolError) as refused:
@@ -330,7 +282,7 @@ def test_the_blocking_client_explains_both_mismatches(
     )
     assert untrusted.value.code == "tls_untrusted"
     assert str(untrusted.value).startswith(f"the certificate of {HOST}:{port} is not trusted")
-    with run_in_thread_loop(TextService(), None) as port, pytest.raises(PeerProtocolError) as plain:
+    with thread_server(TextService(), None) as port, pytest.raises(PeerProtocolError) as plain:
         JsonClient.connect(HOST, port, tls=tls)
     assert str(plain.value) == (
         f"the server at {HOST}:{port} does not speak TLS (is it started with --tls-cert?)"
@@ -339,7 +291,7 @@ def test_the_blocking_client_explains_both_mismatches(
 
 def test_insecure_skips_the_certificate_check(server_tls: ssl.SSLContext) -> None:
     with (
-        run_in_thread_loop(TextService(), server_tls) as port,
+        thread_server(TextService(), server_tls) as port,
         JsonClient.connect(HOST, port, tls=TlsOptions(insecure=True)) as client,
     ):
         assert client.request("convert", text="b")["lower"] == "b"
@@ -465,7 +417,7 @@ def test_a_client_that_refuses_the_certificate_costs_the_server_nothing(
 
 
 def test_connect_tls_closes_the_socket_when_the_handshake_fails(ca_file: str) -> None:
-    with run_in_thread_loop(TextService(), None) as port:
+    with thread_server(TextService(), None) as port:
         sock = socket.create_connection((HOST, port), timeout=WAIT_S)
         with pytest.raises(PeerProtocolError):
             connect_tls(sock, HOST, port, TlsOptions(cafile=ca_file), timeout_s=WAIT_S)

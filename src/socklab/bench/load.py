@@ -45,6 +45,7 @@ TICK_S = 0.2
 _clock_ns = time.perf_counter_ns
 RECONNECT_DELAY_S = 0.1
 TLS_REFUSED = "tls_refused"
+CLOSE_TIMEOUT_S = 2.0
 
 
 class BenchError(Exception):
@@ -179,6 +180,7 @@ class BenchConnection(asyncio.Protocol):
         self.is_setting_up = bool(self.setup)
         self.is_failed = False
         self.set_up: asyncio.Future[None] = gen.loop.create_future()
+        self.lost: asyncio.Future[None] = gen.loop.create_future()
         self.pipeline = gen.plan.pipeline
         # Top up when this many or fewer are in flight: at once (window), or once the
         # whole batch is answered (batch).
@@ -198,6 +200,8 @@ class BenchConnection(asyncio.Protocol):
                 self.start()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(None)
         if not self.is_failed and self.gen.is_running:
             self.gen.stats.error("disconnected", max(1, len(self.inflight)))
         self.inflight.clear()
@@ -580,7 +584,14 @@ class LoadGenerator:
         conns = list(self.connections.values())
         for conn in conns:
             conn.close()
-        # Give the transports one turn of the loop to send their FIN.
+        # Let the transports send their FIN (with TLS, a close_notify first, answered by the
+        # server's) and finish, before the loop closes under them.
+        closing = [conn.lost for conn in conns if not conn.lost.done()]
+        if closing:
+            await asyncio.wait(closing, timeout=CLOSE_TIMEOUT_S)
+        for conn in conns:
+            if not conn.lost.done() and conn.transport is not None:
+                conn.transport.abort()
         await asyncio.sleep(0)
 
     # -- the timer ------------------------------------------------------------------------
