@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import ssl
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -294,3 +295,33 @@ def test_bench_tls_on_a_plain_port_says_so(
         argv = ["bench", "text", "--port", str(port), *QUICK, "--tls", "--cafile", certs.ca]
         assert main(argv) == 1
     assert f"the server at {HOST}:{port} {NOT_TLS}" in capsys.readouterr().err
+
+
+@pytest.mark.e2e
+def test_the_benchmark_script_measures_tls_beside_plain(tmp_path: Path) -> None:
+    """``benchmarks/run.py``'s TLS scenario, tiny: four real servers, real load, a table."""
+    report = tmp_path / "tls.md"
+    run = Path(__file__).resolve().parents[2] / "benchmarks" / "run.py"
+    tiny = ["--runs", "1", "--duration", "0.3", "--warmup", "0", "--connections", "2"]
+    skip = ["--skip", "text", "--skip", "numbers", "--skip", "bank"]
+    done = subprocess.run(
+        [sys.executable, str(run), *tiny, *skip, "--output", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr
+    text = report.read_text()
+    rows = [line for line in text.splitlines() if line.startswith(("| text over", "| bank dep"))]
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| text over lab, plain",
+        "| text over lab, TLS",
+        "| bank deposits, plain",
+        "| bank deposits, TLS",
+    ]
+    for row in rows:
+        cells = row.split(" | ")
+        assert int(cells[1].replace(",", "")) > 0  # requests/s
+        assert cells[7] == "0"  # errors
+    assert "--tls --cafile ca.pem`" in text
+    assert str(tmp_path) not in text
