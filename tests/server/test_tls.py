@@ -20,7 +20,7 @@ from helpers import HOST, captured_records
 from socklab.client.json_client import JsonClient
 from socklab.client.tls import TlsOptions, connect_tls
 from socklab.errors import PeerProtocolError
-from socklab.server.runtime import Limits, new_event_loop
+from socklab.server.runtime import Limits, Listener, new_event_loop
 from socklab.server.tls import (
     TLS_HANDSHAKE,
     TlsSetupError,
@@ -104,6 +104,20 @@ async def plain_transcript(port: int, data: bytes) -> bytes:
         reply = await reader.read()
         writer.close()
         return reply
+
+
+def strict_client(port: int, tls: ssl.SSLContext) -> ssl.SSLSocket:
+    """A blocking TLS client for which an end of stream without the server's close_notify
+    is an error (``ssl.SSLEOFError``), not a quiet end."""
+    sock = socket.create_connection((HOST, port), timeout=WAIT_S)
+    return tls.wrap_socket(sock, server_hostname=HOST, suppress_ragged_eofs=False)
+
+
+def read_to_end(sock: ssl.SSLSocket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
 
 
 def lab(*payloads: str) -> bytes:
@@ -208,13 +222,10 @@ def test_the_server_ends_a_tls_session_cleanly(
 
     async def main() -> bytes:
         async with serving(TextService(), server_tls) as listener, asyncio.timeout(WAIT_S):
-            reader, writer = await asyncio.open_connection(
-                HOST, listener.port, ssl=client_tls, server_hostname=HOST
-            )
-            writer.write(lab("Hi", "!DISCONNECT"))
-            data = await reader.read()  # raises on an unclean end
-            writer.close()
-            return data
+            client = await asyncio.to_thread(strict_client, listener.port, client_tls)
+            with client:
+                client.sendall(lab("Hi", "!DISCONNECT"))
+                return await asyncio.to_thread(read_to_end, client)
 
     assert run(main()).endswith(b"[Upper Case] !DISCONNECT")
 
@@ -472,3 +483,31 @@ def test_server_context_says_what_is_wrong(ca: trustme.CA, tmp_path: Path) -> No
         server_context(str(key_file), str(key_file))
     with pytest.raises(TlsSetupError, match="is encrypted"):
         server_context(str(cert_file), str(locked))
+
+
+def test_shutdown_closes_tls_connections_with_a_close_notify(
+    server_tls: ssl.SSLContext, client_tls: ssl.SSLContext, run: Callable[[Awaitable[Any]], Any]
+) -> None:
+    """An idle TLS connection and one stuck in its handshake do not hold up a graceful stop
+    (the grace period is longer than the test's bound); the idle one ends cleanly."""
+    limits = Limits(shutdown_grace_s=60, partial_timeout_s=60)
+
+    async def main() -> bytes:
+        listener = Listener(TextService(), HOST, 0, limits, tls=server_tls)
+        await listener.start()
+        async with asyncio.timeout(WAIT_S):
+            client = await asyncio.to_thread(strict_client, listener.port, client_tls)
+            client.sendall(b"upper a\n")
+            assert await asyncio.to_thread(client.recv, 100) == b"A\n"
+            _, stuck = await asyncio.open_connection(HOST, listener.port)
+            stuck.write(bytes([TLS_HANDSHAKE, 3, 1]))
+            await stuck.drain()
+            await listener.stop()
+            with client:
+                rest = await asyncio.to_thread(read_to_end, client)
+            stuck.close()
+            return rest
+
+    with captured_records("socklab.server.runtime") as records:
+        assert run(main()) == b""
+    assert not [r for r in records if "Aborting" in r.getMessage()]
