@@ -511,3 +511,32 @@ def test_shutdown_closes_tls_connections_with_a_close_notify(
     with captured_records("socklab.server.runtime") as records:
         assert run(main()) == b""
     assert not [r for r in records if "Aborting" in r.getMessage()]
+
+
+def test_a_tls_client_that_does_not_read_is_paused_not_buffered_forever(
+    server_tls: ssl.SSLContext, client_tls: ssl.SSLContext, run: Callable[[Awaitable[Any]], Any]
+) -> None:
+    """Thousands of pipelined requests and no reading: the server stops reading that client
+    (backpressure through the TLS layer), answers another one meanwhile, and catches up
+    once the first reads, every reply in order."""
+    text = "y" * 1000
+    count = 10_000  # about 20 MB of replies: far past the socket and stream buffers
+
+    async def main() -> tuple[bytes, list[int]]:
+        async with serving(TextService(), server_tls) as listener, asyncio.timeout(WAIT_S * 3):
+            reader, writer = await asyncio.open_connection(
+                HOST, listener.port, ssl=client_tls, server_hostname=HOST
+            )
+            requests = [{"op": "convert", "text": text, "id": i} for i in range(count)]
+            writer.write(jsons(*requests))
+            (conn,) = listener.connections
+            while not conn._read_paused:  # noqa: ASYNC110  (a condition, under the timeout)
+                await asyncio.sleep(0.01)
+            other = await exchange_bytes(listener.port, b"upper ok\n", 3, client_tls)
+            ids = [json.loads(await reader.readline())["id"] for _ in range(count)]
+            writer.close()
+            return other, ids
+
+    other, ids = run(main())
+    assert other == b"OK\n"
+    assert ids == list(range(count))
