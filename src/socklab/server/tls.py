@@ -50,6 +50,7 @@ def server_context(cert_file: str, key_file: str) -> ssl.SSLContext:
     """
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= ssl.OP_NO_RENEGOTIATION  # TLS 1.2 renegotiation: a CPU-cost lever
 
     def no_password() -> str:
         raise TlsSetupError(f"the key {key_file} is encrypted; give an unencrypted key")
