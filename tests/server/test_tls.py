@@ -537,3 +537,22 @@ def test_a_tls_client_that_does_not_read_is_paused_not_buffered_forever(
     other, ids = run(main())
     assert other == b"OK\n"
     assert ids == list(range(count))
+
+
+def test_tls_1_2_clients_are_served(
+    ca: trustme.CA, server_tls: ssl.SSLContext, run: Callable[[Awaitable[Any]], Any]
+) -> None:
+    old = ssl.create_default_context()
+    ca.configure_trust(old)
+    old.maximum_version = ssl.TLSVersion.TLSv1_2
+
+    async def main() -> tuple[str, bytes]:
+        async with serving(TextService(), server_tls) as listener, asyncio.timeout(WAIT_S):
+            client = await asyncio.to_thread(strict_client, listener.port, old)
+            with client:
+                client.sendall(lab("Old", "!DISCONNECT"))
+                return str(client.version()), await asyncio.to_thread(read_to_end, client)
+
+    version, replies = run(main())
+    assert version == "TLSv1.2"
+    assert replies.startswith(b"[Lower Case] old [Upper Case] OLD")
