@@ -313,7 +313,7 @@ def test_a_stalled_handshake_is_closed_after_the_partial_timeout(
 ) -> None:
     """Half a ClientHello, then silence: closed by the partial-message timeout, while
     another client is served meanwhile."""
-    limits = Limits(partial_timeout_s=0.3, idle_timeout_s=60)
+    limits = Limits(partial_timeout_s=1.0, idle_timeout_s=60)
 
     async def main() -> tuple[bytes, bytes]:
         async with serving(TextService(), server_tls, limits) as listener:
@@ -337,7 +337,7 @@ def test_a_trickled_tls_record_is_closed_after_the_partial_timeout(
 ) -> None:
     """After the handshake, the start of a record and nothing more (OpenSSL would wait
     silently): closed by the partial-message timeout, not the idle timeout."""
-    limits = Limits(partial_timeout_s=0.3, idle_timeout_s=60)
+    limits = Limits(partial_timeout_s=1.0, idle_timeout_s=60)
 
     async def main() -> tuple[bytes, bytes]:
         async with serving(TextService(), server_tls, limits) as listener:
