@@ -19,13 +19,15 @@ Scenarios:
 - numbers: one connection sends 10,000-digit numbers over lab while 49 others send small
   ones; reports the big requests' latency and the small ones' p99 during it, next to the
   small ones' p99 with no big requests.
+- tls: text over lab and the bank's keyed deposits, each on a plain server and on the same
+  server with ``--tls-cert`` (a throwaway certificate from trustme), in the same runs.
 - fairness: one connection floods ``socklab serve text`` at pipeline depth 1,000 in each
   dialect (json, line, lab) while a second connection measures its p99 over json, one
   request at a time; also 200-digit hard numbers flooding ``socklab serve numbers``.
   Reports the victim's p99 alone and during the flood (and their ratio), and the
   flooder's requests/s. Only this one::
 
-      python benchmarks/run.py --skip text --skip numbers --skip bank
+      python benchmarks/run.py --skip text --skip numbers --skip bank --skip tls
 """
 
 from __future__ import annotations
@@ -759,6 +761,107 @@ def render_fairness(opts: Options, fairness: dict[str, Series]) -> list[str]:
 # -- the report --------------------------------------------------------------------------
 
 
+def tls_certificate(folder: Path) -> tuple[list[str], list[str]]:
+    """A throwaway CA and server certificate in ``folder``: (serve options, bench options)."""
+    import trustme  # a dev dependency, like the benchmarks themselves
+
+    ca = trustme.CA()
+    issued = ca.issue_cert(HOST, "localhost")
+    ca_file, cert_file, key_file = (folder / name for name in ("ca.pem", "cert.pem", "key.pem"))
+    ca.cert_pem.write_to_path(str(ca_file))
+    issued.private_key_pem.write_to_path(str(key_file))
+    for i, pem in enumerate(issued.cert_chain_pems):
+        pem.write_to_path(str(cert_file), append=i > 0)
+    serve = ["--tls-cert", str(cert_file), "--tls-key", str(key_file)]
+    return serve, ["--tls", "--cafile", str(ca_file)]
+
+
+TLS_SHOWN = ["--tls", "--cafile", "ca.pem"]
+
+
+def tls_scenarios(opts: Options, log: Any) -> dict[str, Series]:
+    """Text over lab and keyed bank deposits, plain and over TLS, interleaved run by run."""
+    text_args = [*opts.load_args(), "--dialect", "lab"]
+    bank_args = [
+        "--connections",
+        str(BANK_CONNECTIONS),
+        "--duration",
+        f"{opts.duration_s:g}",
+        "--warmup",
+        f"{opts.warmup_s:g}",
+        "--processes",
+        str(opts.processes),
+    ]
+    series = {
+        "text-plain": Series("text over lab, plain", shown(["text", *text_args])),
+        "text-tls": Series("text over lab, TLS", shown(["text", *text_args, *TLS_SHOWN])),
+        "bank-plain": Series("bank deposits, plain", shown(["bank", *bank_args])),
+        "bank-tls": Series("bank deposits, TLS", shown(["bank", *bank_args, *TLS_SHOWN])),
+    }
+    with tempfile.TemporaryDirectory() as scratch:
+        serve_tls, bench_tls = tls_certificate(Path(scratch))
+        with (
+            CpuSampler() as sampler,
+            socklab_server("text") as text_plain,
+            socklab_server("text", serve_tls) as text_tls,
+            socklab_server("bank", ["--db", f"sqlite:///{scratch}/plain.db"]) as bank_plain,
+            socklab_server("bank", ["--db", f"sqlite:///{scratch}/tls.db", *serve_tls]) as bank_tls,
+        ):
+            steps = [
+                ("text-plain", text_plain, "text", text_args),
+                ("text-tls", text_tls, "text", [*text_args, *bench_tls]),
+                ("bank-plain", bank_plain, "bank", bank_args),
+                ("bank-tls", bank_tls, "bank", [*bank_args, *bench_tls]),
+            ]
+            sampler.pids.update(server.proc.pid for _, server, _, _ in steps)
+            for i in range(opts.runs):
+                turn = i % len(steps)
+                for key, server, service, args in steps[turn:] + steps[:turn]:
+                    result = measure(sampler, server, service, args, opts.timeout_s)
+                    series[key].runs.append(result)
+                    log(
+                        f"run {i + 1}/{opts.runs} {series[key].label}: "
+                        f"{result['requests_per_s']:,.0f} req/s, "
+                        f"p99 {result['latency_ms']['p99']} ms, errors {result['errors']}, "
+                        f"server cpu {_pct(result['server_cpu'])}"
+                    )
+    return series
+
+
+def render_tls(tls: dict[str, Series]) -> list[str]:
+    out = [
+        "## TLS",
+        "",
+        "The same servers with and without `--tls-cert` (TLS 1.3, a throwaway certificate), "
+        "measured in the same runs: text over lab as in the text table, and the bank's keyed "
+        f"durable deposits ({BANK_CONNECTIONS} ATM connections) as in the bank table. "
+        "Connections are opened (and the handshakes done) before the window opens, so the "
+        "figures are the cost of encrypting the traffic, not of handshakes.",
+        "",
+        "| scenario | req/s | TLS vs plain | p50 ms | p90 ms | p99 ms | max ms | errors "
+        "| server CPU | machine busy | req/s of each run |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+    ]
+    for name in ("text", "bank"):
+        plain_rate = tls[f"{name}-plain"].median("requests_per_s")
+        for kind in ("plain", "tls"):
+            s = tls[f"{name}-{kind}"]
+            rate = s.median("requests_per_s")
+            ratio = f"{rate / plain_rate:.2f}x" if plain_rate else "-"
+            each = ", ".join(_fmt_rate(r["requests_per_s"]) for r in s.runs)
+            out.append(
+                f"| {s.label} | {_fmt_rate(rate)} | {ratio} | "
+                f"{_fmt_ms(s.median('latency_ms.p50'))} | {_fmt_ms(s.median('latency_ms.p90'))} | "
+                f"{_fmt_ms(s.median('latency_ms.p99'))} | {_fmt_ms(s.median('latency_ms.max'))} | "
+                f"{s.error_text} | {_pct(s.median_of('server_cpu'))} | "
+                f"{_pct(s.median_of('machine_busy'))} | {each} |"
+            )
+    out += ["", "Commands (the port filled in; `ca.pem` is the run's throwaway CA):", ""]
+    out += [f"- {s.label}: `{s.command}`" for s in tls.values()]
+    out.append("")
+    return out
+
+
 def render(
     info: dict[str, str],
     argv: Sequence[str],
@@ -767,6 +870,7 @@ def render(
     numbers: dict[str, Series],
     bank: dict[str, Series],
     fairness: dict[str, Series] | None = None,
+    tls: dict[str, Series] | None = None,
 ) -> str:
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     out = [
@@ -913,6 +1017,8 @@ def render(
         out += render_bank(bank)
     if fairness:
         out += render_fairness(opts, fairness)
+    if tls:
+        out += render_tls(tls)
     out += [METHOD]
     return "\n".join(out)
 
@@ -988,7 +1094,7 @@ def main(argv: list[str] | None = None) -> int:
         "--skip",
         action="append",
         default=[],
-        choices=["text", "text-json", "numbers", "numbers-baseline", "bank", "fairness"],
+        choices=["text", "text-json", "numbers", "numbers-baseline", "bank", "fairness", "tls"],
         help="leave out a scenario (repeatable)",
     )
     parser.add_argument(
@@ -1023,6 +1129,7 @@ def main(argv: list[str] | None = None) -> int:
     numbers = {} if "numbers" in opts.skip else numbers_scenarios(opts, log)
     bank = {} if "bank" in opts.skip else bank_scenarios(opts, log)
     fairness = {} if "fairness" in opts.skip else fairness_scenarios(opts, log)
+    tls = {} if "tls" in opts.skip else tls_scenarios(opts, log)
     report = render(
         info,
         _without_output(sys.argv[1:] if argv is None else argv),
@@ -1031,6 +1138,7 @@ def main(argv: list[str] | None = None) -> int:
         numbers,
         bank,
         fairness,
+        tls,
     )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report + "\n", encoding="utf-8")

@@ -140,7 +140,7 @@ def test_drop_connection_closes_without_a_reply() -> None:
     [
         pytest.param(
             b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 60,
-            "unknown_dialect",
+            "tls_not_enabled",
             id="tls-hello",
         ),
         pytest.param(b"12" + b"\x00" * 62 + b"payload", "unknown_dialect", id="binary-header"),

@@ -17,12 +17,18 @@ line-based stream just goes on. Errors are counted by kind.
 The phases: connect every connection (and send its setup probes) -> report ready -> wait
 for the start time -> warm up (nothing counted) -> measure for ``duration_s`` -> stop
 sending and close. Requests still in flight at the end are neither counted nor errors.
+
+With ``tls`` every connection is TLS (asyncio's own TLS transport). A plain load against a
+TLS port gets the server's one-line refusal (``ERROR tls_...``): that ends the run at once
+with a ``BenchError`` saying so, instead of counting errors for the whole window.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import ssl
 import time
 from array import array
 from collections import deque
@@ -32,11 +38,14 @@ from typing import Any, cast
 
 from socklab.bench.histogram import LatencyHistogram
 from socklab.bench.scenarios import Probe, ProbeSource, Scenario, reply_fields
+from socklab.client.tls import TlsConfigError, TlsOptions, client_context, explain_tls_failure
 from socklab.wire.framing import Dialect
 
 TICK_S = 0.2
 _clock_ns = time.perf_counter_ns
 RECONNECT_DELAY_S = 0.1
+TLS_REFUSED = "tls_refused"
+CLOSE_TIMEOUT_S = 2.0
 
 
 class BenchError(Exception):
@@ -60,6 +69,8 @@ class LoadPlan:
     by default a new request goes out as soon as any reply comes back."""
     first_index: int = 0
     """Index of this process's first connection (so processes send different payloads)."""
+    tls: TlsOptions | None = None
+    """Connect over TLS, checking the server's certificate as these options say."""
 
 
 @dataclass(slots=True)
@@ -169,6 +180,7 @@ class BenchConnection(asyncio.Protocol):
         self.is_setting_up = bool(self.setup)
         self.is_failed = False
         self.set_up: asyncio.Future[None] = gen.loop.create_future()
+        self.lost: asyncio.Future[None] = gen.loop.create_future()
         self.pipeline = gen.plan.pipeline
         # Top up when this many or fewer are in flight: at once (window), or once the
         # whole batch is answered (batch).
@@ -188,6 +200,8 @@ class BenchConnection(asyncio.Protocol):
                 self.start()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(None)
         if not self.is_failed and self.gen.is_running:
             self.gen.stats.error("disconnected", max(1, len(self.inflight)))
         self.inflight.clear()
@@ -266,7 +280,8 @@ class BenchConnection(asyncio.Protocol):
         self.gen.stats.error(kind, max(1, len(self.inflight)))
         self.inflight.clear()
         if self.is_setting_up:
-            self._setup_failed(f"setup failed: {kind}")
+            refusal = self.gen.fatal
+            self._setup_failed(str(refusal) if refusal else f"setup failed: {kind}")
         if self.transport is not None:
             self.transport.abort()
 
@@ -316,7 +331,9 @@ class LineConnection(BenchConnection):
             self.completed(now)
 
     def error_kind(self, line: bytes) -> str:
-        return "error_reply" if line.startswith(b"ERROR ") else "wrong_reply"
+        if line.startswith(b"ERROR "):
+            return self.gen.check_refusal(line) or "error_reply"
+        return "wrong_reply"
 
     def wrong(self, kind: str) -> None:
         if self.is_setting_up:
@@ -346,6 +363,8 @@ class JsonConnection(LineConnection):
         return request, b'{"id":%d,%b' % (rid, probe.reply)
 
     def error_kind(self, line: bytes) -> str:
+        if line.startswith(b"ERROR "):
+            return self.gen.check_refusal(line) or "wrong_reply"
         return "error_reply" if b'"ok":false' in line else "wrong_reply"
 
     def judge(self, reply: bytes, entry: _InFlight) -> bool:
@@ -402,7 +421,9 @@ class LabConnection(BenchConnection):
             self.completed(now)
 
     def error_kind(self, data: bytes) -> str:
-        return "error_reply" if data.startswith(b"ERROR ") else "wrong_reply"
+        if data.startswith(b"ERROR "):
+            return self.gen.check_refusal(data) or "error_reply"
+        return "wrong_reply"
 
 
 _CONNECTIONS: dict[Dialect, type[BenchConnection]] = {
@@ -429,6 +450,31 @@ class LoadGenerator:
         self._phase = "warmup"
         self._tasks: set[asyncio.Task[None]] = set()
         self._timeout_ns = int(plan.timeout_s * 1e9)
+        self.fatal: BenchError | None = None
+        self._stop_early = asyncio.Event()
+        try:
+            self._ssl = None if plan.tls is None else client_context(plan.tls)
+        except TlsConfigError as exc:
+            raise BenchError(str(exc)) from None
+
+    def check_refusal(self, data: bytes) -> str | None:
+        """If ``data`` is the server's refusal of a plain client on a TLS port, end the run
+        (``run`` raises it) and return its error kind."""
+        if not data.startswith(b"ERROR tls_"):
+            return None
+        if self.fatal is None:
+            line = data.split(b"\n", 1)[0].decode("utf-8", "replace")[:300]
+            where = f"{self.plan.host}:{self.plan.port}"
+            self.fatal = BenchError(f"the server at {where} refused: {line}")
+            self._stop_early.set()
+        return TLS_REFUSED
+
+    async def _sleep_until(self, deadline: float) -> None:
+        """Sleep until ``time.monotonic()`` reaches ``deadline``; raise ``fatal`` at once."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_early.wait(), max(0.0, deadline - time.monotonic()))
+        if self.fatal is not None:
+            raise self.fatal
 
     async def run(self) -> LoadResult:
         """Connect, wait for the start, warm up, measure, close. Raises ``BenchError`` if the
@@ -443,13 +489,13 @@ class LoadGenerator:
             self.is_running = True
             for conn in list(self.connections.values()):
                 conn.start()
-            await asyncio.sleep(max(0.0, start_at + plan.warmup_s - time.monotonic()))
+            await self._sleep_until(start_at + plan.warmup_s)
             # The warm-up is over: forget it.
             self.stats.reset()
             self._phase = "measure"
             began = time.monotonic()
             cpu_began = time.process_time()
-            await asyncio.sleep(max(0.0, start_at + plan.warmup_s + plan.duration_s - began))
+            await self._sleep_until(start_at + plan.warmup_s + plan.duration_s)
             self.is_running = False
             ended = time.monotonic()
             cpu_ended = time.process_time()
@@ -483,6 +529,8 @@ class LoadGenerator:
                 if isinstance(result, BenchError):
                     raise result
                 where = f"{self.plan.host}:{self.plan.port}"
+                if self._ssl is not None and isinstance(result, ssl.SSLError):
+                    raise BenchError(explain_tls_failure(result, where)) from result
                 reason = getattr(result, "strerror", None) or str(result) or type(result).__name__
                 raise BenchError(f"cannot connect to {where}: {reason}") from result
 
@@ -491,8 +539,14 @@ class LoadGenerator:
         plan = self.plan
         source = self.scenario.source(plan.dialect, plan.first_index + index)
         cls = _CONNECTIONS[plan.dialect]
+        tls = self._ssl
         _, conn = await self.loop.create_connection(
-            lambda: cls(self, index, source), plan.host, plan.port
+            lambda: cls(self, index, source),
+            plan.host,
+            plan.port,
+            ssl=tls,
+            server_hostname=plan.host if tls is not None else None,
+            ssl_handshake_timeout=plan.timeout_s if tls is not None else None,
         )
         try:
             await asyncio.wait_for(conn.set_up, plan.timeout_s)
@@ -530,7 +584,14 @@ class LoadGenerator:
         conns = list(self.connections.values())
         for conn in conns:
             conn.close()
-        # Give the transports one turn of the loop to send their FIN.
+        # Let the transports send their FIN (with TLS, a close_notify first, answered by the
+        # server's) and finish, before the loop closes under them.
+        closing = [conn.lost for conn in conns if not conn.lost.done()]
+        if closing:
+            await asyncio.wait(closing, timeout=CLOSE_TIMEOUT_S)
+        for conn in conns:
+            if not conn.lost.done() and conn.transport is not None:
+                conn.transport.abort()
         await asyncio.sleep(0)
 
     # -- the timer ------------------------------------------------------------------------

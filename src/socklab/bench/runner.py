@@ -25,6 +25,7 @@ from typing import Any
 from socklab.bench.histogram import LatencyHistogram
 from socklab.bench.load import BenchError, LoadPlan, LoadResult, Progress, Reporter, run_load
 from socklab.bench.scenarios import ScenarioOptions, make_scenario
+from socklab.client.tls import TlsOptions
 from socklab.wire.framing import Dialect
 
 START_DELAY_S = 0.1
@@ -47,6 +48,7 @@ class BenchSettings:
     processes: int = 1
     timeout_s: float = 10.0
     options: ScenarioOptions = field(default_factory=ScenarioOptions)
+    tls: TlsOptions | None = None
 
     def __post_init__(self) -> None:
         if self.connections < 1:
@@ -97,6 +99,7 @@ class BenchResult:
         return {
             "service": s.service,
             "dialect": s.dialect.value,
+            "tls": s.tls is not None,
             "host": s.host,
             "port": self.port,
             "connections": s.connections,
@@ -192,6 +195,7 @@ def _plans(settings: BenchSettings, port: int) -> list[LoadPlan]:
                 duration_s=settings.duration_s,
                 timeout_s=settings.timeout_s,
                 first_index=first,
+                tls=settings.tls,
             )
         )
         first += count

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import click
 
 from socklab.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Failed, logging_options
+from socklab.cli.tls import tls_client_options
 from socklab.client.bank_client import (
     DEFAULT_PORT,
     BankClient,
@@ -27,6 +28,7 @@ from socklab.client.bank_client import (
     Statement,
     TxReceipt,
 )
+from socklab.client.tls import TlsOptions
 from socklab.errors import (
     AccountLocked,
     AuthFailed,
@@ -59,6 +61,7 @@ class AtmSettings:
     account: int | None
     timeout_s: float
     attempts: int
+    tls: TlsOptions | None = None
 
 
 # -- what the ATM shows -----------------------------------------------------------------
@@ -215,9 +218,16 @@ def parse_amount_arg(text: str) -> int:
     "transient failure.",
 )
 @logging_options
+@tls_client_options
 @click.pass_context
 def atm(
-    ctx: click.Context, host: str, port: int, account: int | None, timeout: float, retries: int
+    ctx: click.Context,
+    host: str,
+    port: int,
+    account: int | None,
+    timeout: float,
+    retries: int,
+    tls: TlsOptions | None,
 ) -> int:
     """Use the bank like an ATM: a menu without COMMAND, one operation with one.
 
@@ -232,7 +242,7 @@ def atm(
     Exit status: 0 done, 1 refused by the bank, 2 bad usage, 3 wrong account/PIN or
     locked, 4 bank unreachable.
     """
-    settings = AtmSettings(host, port, account, timeout, retries + 1)
+    settings = AtmSettings(host, port, account, timeout, retries + 1, tls)
     ctx.obj = settings
     if ctx.invoked_subcommand is None:
         return run_interactive(settings)
@@ -246,6 +256,7 @@ def connect(settings: AtmSettings) -> BankClient:
         timeout_s=settings.timeout_s,
         attempts=settings.attempts,
         on_retry=warn_retry,
+        tls=settings.tls,
     )
 
 

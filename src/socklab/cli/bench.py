@@ -14,6 +14,8 @@ from socklab.bench.load import BenchError, Progress
 from socklab.bench.runner import BenchResult, BenchSettings, run_bench
 from socklab.bench.scenarios import SCENARIOS, ScenarioError, ScenarioOptions
 from socklab.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Failed, logging_options
+from socklab.cli.tls import tls_client_options
+from socklab.client.tls import TlsOptions
 from socklab.wire.framing import Dialect
 
 
@@ -83,6 +85,7 @@ from socklab.wire.framing import Dialect
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @logging_options
+@tls_client_options
 def bench(
     service: str,
     connections: int,
@@ -99,6 +102,7 @@ def bench(
     seed: int,
     params: tuple[str, ...],
     as_json: bool,
+    tls: TlsOptions | None,
 ) -> int:
     """Load SERVICE with C connections for S seconds; report requests/s, latency, errors.
 
@@ -109,6 +113,7 @@ def bench(
     socklab bench text --dialect lab -c 50 -d 5
     socklab bench text --dialect json -c 50 --pipeline 16 -p 2 --json
     socklab bench numbers --digits 10000 -c 1
+    socklab bench bank --tls --cafile ca.pem -c 16
     """
     if processes > connections:
         raise Failed("--processes cannot exceed --connections", EXIT_USAGE)
@@ -131,6 +136,7 @@ def bench(
         processes=processes,
         timeout_s=timeout,
         options=ScenarioOptions(digits=digits, seed=seed, extra=extra),
+        tls=tls,
     )
     show_bar = not as_json and sys.stderr.isatty()
     try:
@@ -152,7 +158,8 @@ def format_result(result: BenchResult) -> str:
     s = result.settings
     digits = f", {s.options.digits}-digit numbers" if s.options.digits else ""
     lines = [
-        f"{s.service} over {s.dialect.value} at {s.host}:{result.port}: "
+        f"{s.service} over {s.dialect.value}{' with TLS' if s.tls else ''} at "
+        f"{s.host}:{result.port}: "
         f"{s.connections} connections, pipeline {s.pipeline}{' (batches)' if s.batch else ''}, "
         f"{s.processes} process{'es' if s.processes > 1 else ''}{digits}",
         f"  measured   {result.window_s:.2f} s after a {s.warmup_s:g} s warm-up",

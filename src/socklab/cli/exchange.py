@@ -8,7 +8,9 @@ from typing import Any
 import click
 
 from socklab.cli.common import EXIT_FAILURE, Failed, logging_options
+from socklab.cli.tls import tls_client_options
 from socklab.client.json_client import JsonClient
+from socklab.client.tls import TlsOptions
 from socklab.errors import LinkError, PeerProtocolError, RequestRejected
 from socklab.services.exchange import MAX_NUMBER, MIN_NUMBER, parse_number_text, validate_name
 
@@ -58,8 +60,11 @@ def check_server_reply(reply: dict[str, Any], client_number: int) -> tuple[str, 
     show_default=True,
     help="Seconds to wait for the server.",
 )
+@tls_client_options
 @logging_options
-def exchange(number: str | None, name: str, host: str, port: int, timeout: float) -> int:
+def exchange(
+    number: str | None, name: str, host: str, port: int, timeout: float, tls: TlsOptions | None
+) -> int:
     """Send NAME and NUMBER to the exchange server and check its answer.
 
     Without NUMBER, asks for one. A number outside 1..100 is still sent: that is how the
@@ -73,7 +78,7 @@ def exchange(number: str | None, name: str, host: str, port: int, timeout: float
     except EOFError:
         raise Failed("no number given") from None
     try:
-        with JsonClient.connect(host, port, timeout_s=timeout) as client:
+        with JsonClient.connect(host, port, timeout_s=timeout, tls=tls) as client:
             log.debug("Connected to server at %s:%s", host, port, extra=SEND)
             fields = {"client_name": client_name, "client_number": client_number}
             if not MIN_NUMBER <= client_number <= MAX_NUMBER:

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import signal
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,7 @@ import click
 
 from socklab.cli.bank import db_option, resolve_db_url, to_cents
 from socklab.cli.common import EXIT_USAGE, Failed, logging_options
+from socklab.cli.tls import tls_server_options
 from socklab.errors import StorageError
 from socklab.ledger import LedgerSettings
 from socklab.logs import fn
@@ -36,6 +38,7 @@ class ServeSettings:
     limits: Limits
     options: dict[str, Any]
     reuse_port: bool = False
+    tls: ssl.SSLContext | None = None
 
 
 def build_service(name: str, options: dict[str, Any]) -> Service:
@@ -84,6 +87,7 @@ def _listeners(settings: ServeSettings) -> list[Listener]:
             settings.ports[name],
             settings.limits,
             reuse_port=settings.reuse_port,
+            tls=settings.tls,
         )
         for name in settings.services
     ]
@@ -243,6 +247,7 @@ async def serve_forever(settings: ServeSettings) -> None:
     help="Worker processes sharing each port (SO_REUSEPORT), under a supervisor.",
 )
 @logging_options
+@tls_server_options
 def serve(
     services: tuple[str, ...],
     host: str,
@@ -255,6 +260,7 @@ def serve(
     max_buffered_bytes: int,
     shutdown_grace: float,
     workers: int,
+    tls: ssl.SSLContext | None,
     **options: Any,
 ) -> int:
     """Serve SERVICES (default: all four) until SIGINT or SIGTERM.
@@ -288,6 +294,7 @@ def serve(
         ports={name: DEFAULT_PORTS[name] if port is None else port for name in chosen},
         limits=limits,
         options=options,
+        tls=tls,
     )
     try:
         if workers > 1:

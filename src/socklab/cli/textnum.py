@@ -14,7 +14,9 @@ from typing import Any
 import click
 
 from socklab.cli.common import EXIT_FAILURE, Failed, logging_options
+from socklab.cli.tls import tls_client_options
 from socklab.client.json_client import JsonClient
+from socklab.client.tls import TlsOptions
 from socklab.errors import LinkError, PeerProtocolError, RequestRejected
 from socklab.services.base import DISCONNECT_MESSAGE
 
@@ -70,11 +72,12 @@ def converse(
     to_request: Callable[[str], Request],
     to_output: Callable[[dict[str, Any]], str],
     as_json: bool,
+    tls: TlsOptions | None = None,
 ) -> int:
     """Send each message, print each answer; the exit status (1 if any was refused)."""
     status = 0
     try:
-        with JsonClient.connect(host, port, timeout_s=timeout) as client:
+        with JsonClient.connect(host, port, timeout_s=timeout, tls=tls) as client:
             for message in messages:
                 op, fields = to_request(message)
                 try:
@@ -115,7 +118,7 @@ def _client_options(default_port: int) -> Callable[[Callable[..., Any]], Callabl
         func = click.option(
             "--host", default="127.0.0.1", show_default=True, envvar="SOCKLAB_HOST"
         )(func)
-        return logging_options(func)
+        return logging_options(tls_client_options(func))
 
     return decorate
 
@@ -123,16 +126,30 @@ def _client_options(default_port: int) -> Callable[[Callable[..., Any]], Callabl
 @click.command()
 @click.argument("texts", nargs=-1)
 @_client_options(5050)
-def text(texts: tuple[str, ...], host: str, port: int, timeout: float, as_json: bool) -> int:
+def text(
+    texts: tuple[str, ...],
+    host: str,
+    port: int,
+    timeout: float,
+    as_json: bool,
+    tls: TlsOptions | None,
+) -> int:
     """Lower- and upper-case each TEXT (or each line typed at the prompt)."""
     messages = texts or interactive_messages()
-    return converse(host, port, timeout, messages, text_request, text_output, as_json)
+    return converse(host, port, timeout, messages, text_request, text_output, as_json, tls)
 
 
 @click.command()
 @click.argument("numbers", nargs=-1)
 @_client_options(5051)
-def numbers(numbers: tuple[str, ...], host: str, port: int, timeout: float, as_json: bool) -> int:
+def numbers(
+    numbers: tuple[str, ...],
+    host: str,
+    port: int,
+    timeout: float,
+    as_json: bool,
+    tls: TlsOptions | None,
+) -> int:
     """Is each N prime, is it a palindrome? At the prompt, `prime 97` asks just one."""
     messages = numbers or interactive_messages()
-    return converse(host, port, timeout, messages, numbers_request, numbers_output, as_json)
+    return converse(host, port, timeout, messages, numbers_request, numbers_output, as_json, tls)

@@ -31,6 +31,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from socklab.client.json_client import JsonClient
+from socklab.client.tls import TlsOptions
 from socklab.errors import LinkError, PeerProtocolError, TransientFailure
 from socklab.money import format_cents, parse_amount
 
@@ -166,6 +167,7 @@ class BankClient:
         key_prefix: str = "atm",
         on_retry: Callable[[RetryNotice], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        tls: TlsOptions | None = None,
     ) -> None:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
@@ -179,6 +181,7 @@ class BankClient:
         self.new_key_each_attempt = new_key_each_attempt
         self.key_prefix = key_prefix
         self.on_retry = on_retry
+        self.tls = tls
         self._sleep = sleep
         self._jitter = random.Random()
         self._conn: JsonClient | None = None
@@ -213,7 +216,7 @@ class BankClient:
         """The open connection, after connecting and logging in again if needed."""
         if self._conn is not None:
             return self._conn
-        conn = JsonClient.connect(self.host, self.port, timeout_s=self.timeout_s)
+        conn = JsonClient.connect(self.host, self.port, timeout_s=self.timeout_s, tls=self.tls)
         try:
             if self._credentials is not None:
                 account, pin = self._credentials

@@ -5,8 +5,10 @@
 
 Error replies become ``RequestRejected`` subclasses (via the ``errors.py`` table); a broken
 or silent connection becomes a ``LinkError``; a reply that is not the json dialect becomes a
-``PeerProtocolError``. The client never retries by itself: retrying is only safe for
-requests that carry an idempotency key, and that decision belongs to the caller.
+``PeerProtocolError``, and so does a server's one-line refusal (``ERROR tls_required: ...``
+from a TLS port) and a failed TLS handshake. ``tls=TlsOptions(...)`` connects over TLS.
+The client never retries by itself: retrying is only safe for requests that carry an
+idempotency key, and that decision belongs to the caller.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import socket
 from types import TracebackType
 from typing import Any, Self
 
+from socklab.client.tls import TlsOptions, connect_tls, plain_refusal
 from socklab.errors import (
     LinkBroken,
     LinkClosed,
@@ -38,10 +41,14 @@ class JsonClient:
         self._decoder = JsonDecoder(max_message_bytes=16 * 1024 * 1024)
         self._ids = itertools.count(1)
         self._closed = False
+        self._is_first_reply = True
 
     @classmethod
-    def connect(cls, host: str, port: int, *, timeout_s: float = 5.0) -> Self:
-        """Open a connection. Raises ``LinkBroken`` (refused, unreachable) or ``LinkTimeout``."""
+    def connect(
+        cls, host: str, port: int, *, timeout_s: float = 5.0, tls: TlsOptions | None = None
+    ) -> Self:
+        """Open a connection (over TLS with ``tls``). Raises ``LinkBroken`` (refused,
+        unreachable), ``LinkTimeout``, and with ``tls`` what ``connect_tls`` raises."""
         address = f"{host}:{port}"
         try:
             sock = socket.create_connection((host, port), timeout=timeout_s)
@@ -51,6 +58,8 @@ class JsonClient:
             reason = exc.strerror or str(exc)
             raise LinkBroken(f"cannot connect to {address}: {reason}") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            sock = connect_tls(sock, host, port, tls, timeout_s=timeout_s)
         return cls(sock, address, timeout_s=timeout_s)
 
     def __enter__(self) -> Self:
@@ -110,6 +119,14 @@ class JsonClient:
             if not data:
                 self.close()
                 raise LinkBroken(f"the server at {self.address} closed the connection")
+            if self._is_first_reply:
+                self._is_first_reply = False
+                refusal = plain_refusal(data)
+                if refusal is not None:
+                    self.close()
+                    raise PeerProtocolError(
+                        "refused", f"the server at {self.address} refused: {refusal}"
+                    )
             self._decoder.feed(data)
 
     def request(self, op: str, **fields: Any) -> dict[str, Any]:

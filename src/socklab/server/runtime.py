@@ -44,6 +44,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ from typing import Any, cast
 
 from socklab.errors import DropConnection, PeerProtocolError, RequestRejected
 from socklab.logs import fn
+from socklab.server.tls import first_byte_error, start_server_tls
 from socklab.services.base import DISCONNECT_MESSAGE, ConnectionInfo, Service, Session
 from socklab.wire.framing import (
     Dialect,
@@ -177,12 +179,15 @@ class Listener:
         limits: Limits | None = None,
         *,
         reuse_port: bool = False,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.service = service
         self.host = host
         self.port = service.default_port if port is None else port
         self.limits = limits or Limits()
         self.reuse_port = reuse_port
+        self.tls = tls
+        """Serve TLS (and only TLS) on this port; see ``socklab.server.tls``."""
         self.connections: set[Connection] = set()
         self._server: asyncio.Server | None = None
         self._stopping: asyncio.Task[None] | None = None
@@ -216,10 +221,11 @@ class Listener:
         self.port = self._server.sockets[0].getsockname()[1]
         name = self.service.display_name or f"{self.service.name} server"
         log.info(
-            "%s started and listening on %s:%s",
+            "%s started and listening on %s:%s%s",
             name,
             self.host,
             self.port,
+            " (TLS)" if self.tls is not None else "",
             extra=fn("start_server"),
         )
 
@@ -381,6 +387,7 @@ class Connection(asyncio.Protocol):
         self._call: Callable[[Any], Any] = self._call_line
         self._encode: Callable[[Any, Any], bytes] = self._encode_line
         self._prefix = b""
+        self._is_first_chunk = True  # its first byte says TLS or not
         self._busy = False
         self._write_paused = False
         self._read_paused = False
@@ -440,6 +447,8 @@ class Connection(asyncio.Protocol):
             return
         decoder = self.decoder
         if decoder is None:
+            if self._is_first_chunk and self._screen_tls(data):
+                return
             decoder = self._detect(data)
             if decoder is None:
                 self._account()
@@ -485,6 +494,27 @@ class Connection(asyncio.Protocol):
         self._pump()
 
     # -- detection and pumping ------------------------------------------------------------
+
+    def _screen_tls(self, data: bytes) -> bool:
+        """Upgrade to TLS or refuse a client speaking the other way, from the first byte;
+        whether ``data`` was dealt with here."""
+        self._is_first_chunk = False
+        context = self.listener.tls
+        refusal = first_byte_error(data[0], is_tls_port=context is not None)
+        if refusal is not None:
+            self._reject_stream(refusal)
+            return True
+        if context is None or self.transport is None:
+            return False
+        self.transport = start_server_tls(
+            self,
+            self.transport,
+            context,
+            data,
+            timeout_s=self.limits.partial_timeout_s,
+            peer=self.peer,
+        )
+        return True
 
     def _detect(self, data: bytes) -> Decoder | None:
         prefix = self._prefix + data
