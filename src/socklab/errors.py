@@ -68,9 +68,11 @@ class RequestRejected(SocklabError):
 
     code: ClassVar[str] = "rejected"
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, replayed: bool = False) -> None:
         super().__init__(message)
         self.message = message
+        self.replayed = replayed
+        """The stored outcome of an earlier request with the same idempotency key."""
         if code is not None:
             self.code = code  # type: ignore[misc]  # a per-instance code for codes with no class
 
