@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from helpers import bounded_runner
 from socklab.errors import InsufficientFunds, KeyReused, StorageError
 from socklab.ledger import LedgerSettings, Receipt, Stats, open_ledger, postgres_store
 from socklab.ledger.postgres import PostgresLedger, open_postgres_ledger
@@ -26,7 +27,9 @@ DEMO = 10_000_00
 
 @pytest.fixture
 def runner() -> Iterator[asyncio.Runner]:
-    with asyncio.Runner() as runner:
+    """A runner whose teardown is bounded (``helpers.bounded_runner``): after a database
+    failure a test may leave a ledger's writer and pool tasks behind."""
+    with bounded_runner() as runner:
         yield runner
 
 
