@@ -284,34 +284,45 @@ def test_lab_dialect_over_a_socket_as_the_seed_client_frames_it(
         assert recv_until(sock, b"]") == b"[DISCONNECTED]"
 
 
-class SlowFirstReply(BankService):
-    """Applies the first money request, then sits on its reply past the client's timeout."""
+class HeldFirstReply(BankService):
+    """Applies the first money request, then holds its reply until ``release`` is set."""
 
-    is_slow = True
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.is_first = True
+        self.release = asyncio.Event()
 
     async def move(self, *args: Any, **kwargs: Any) -> Transaction:
         tx = await super().move(*args, **kwargs)
-        if self.is_slow:
-            self.is_slow = False
-            await asyncio.sleep(1.0)
+        if self.is_first:
+            self.is_first = False
+            await self.release.wait()
         return tx
 
 
 def test_a_timeout_is_retried_with_the_same_key(ledger_url: str) -> None:
-    service = SlowFirstReply(ledger_url)
+    service = HeldFirstReply(ledger_url)
     notices: list[str] = []
     with (
         running_server(service) as server,
         BankClient(
             "127.0.0.1",
             server.port,
-            timeout_s=0.3,
+            timeout_s=30,  # the login's slow PIN check, and the retry's, get all they need
             backoff_s=0.01,
             on_retry=lambda notice: notices.append(notice.reason),
         ) as bank,
     ):
         bank.login(1, PIN)
-        receipt = bank.transfer(2, 3_00)
+        # Only the held reply is waited for briefly: the first attempt times out for sure.
+        conn = bank._conn
+        assert conn is not None
+        conn.timeout_s = 0.3
+        conn.sock.settimeout(0.3)
+        try:
+            receipt = bank.transfer(2, 3_00)
+        finally:
+            server.loop.call_soon_threadsafe(service.release.set)
         assert (receipt.attempts, receipt.replayed) == (2, True)
         assert server.call(lambda: service.ledger.get_account(2)).balance_cents == 10_003_00
     assert notices == [f"no reply from 127.0.0.1:{server.port} within 0.3 s"]
