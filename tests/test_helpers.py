@@ -21,15 +21,16 @@ async def ignore_cancellation(ticks: list[int]) -> None:
 
 def test_a_task_that_ignores_cancellation_fails_teardown_instead_of_hanging() -> None:
     ticks: list[int] = []
-    with pytest.raises(AssertionError, match=r"1 task\(s\) ignored cancellation for 0.2 s"):
-        with bounded_runner(timeout_s=0.2) as runner:
 
-            async def start() -> None:
-                asyncio.get_running_loop().create_task(ignore_cancellation(ticks))
-                while not ticks:
-                    await asyncio.sleep(0)
+    async def start() -> None:
+        asyncio.get_running_loop().create_task(ignore_cancellation(ticks))
+        await asyncio.sleep(0)  # it starts, and waits inside its try
 
-            runner.run(start())
+    with (
+        pytest.raises(AssertionError, match=r"1 task\(s\) ignored cancellation for 0.2 s"),
+        bounded_runner(timeout_s=0.2) as runner,
+    ):
+        runner.run(start())
     assert -1 in ticks  # it was cancelled, and carried on
     assert runner.get_loop().is_closed()
 

@@ -17,6 +17,7 @@ import pytest
 
 from helpers import captured_records, running_server
 from socklab.errors import InvalidRequest, RequestRejected, ServerBusy, TooLarge, UnknownOperation
+from socklab.server.runtime import Listener
 from socklab.services.base import ConnectionInfo
 from socklab.services.numbers import (
     DEFAULT_MAX_DIGITS,
@@ -392,8 +393,9 @@ def test_the_constructor_refuses_nonsense(kwargs: dict[str, int]) -> None:
         NumbersService(**kwargs)
 
 
-def test_the_service_is_the_seeds() -> None:
-    assert (NumbersService.name, NumbersService.default_port) == ("numbers", 5051)
+def test_a_listener_without_a_port_takes_the_seeds() -> None:
+    listener = Listener(NumbersService(), "127.0.0.1", None)
+    assert (listener.service.name, listener.port) == ("numbers", 5051)
 
 
 # -- logging -----------------------------------------------------------------------------
