@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import re
 import signal
 import socket
@@ -20,6 +21,18 @@ from socklab.server.runtime import Limits, Listener, new_event_loop
 from socklab.services.base import Service
 
 HOST = "127.0.0.1"
+
+
+class ScriptedRandom(random.Random):
+    """``random()`` returns the scripted values in order, then 0.99 (no fault)."""
+
+    def __init__(self, values: list[float]) -> None:
+        super().__init__(0)
+        self.values = list(values)
+
+    def random(self) -> float:
+        return self.values.pop(0) if self.values else 0.99
+
 
 WAIT_S = 30.0
 """The bound on waiting for a condition that should hold within milliseconds: generous,
