@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from helpers import ScriptedRandom, running_server
-from socklab.client.bank_client import BankClient
-from socklab.errors import LinkBroken, TransientFailure
+from socklab.client.bank_client import BankClient, new_key, parse_signed_amount
+from socklab.errors import InvalidAmount, LinkBroken, TransientFailure
 from socklab.services.bank import BankService, Transaction
 
 PIN = "1234"
@@ -122,3 +122,31 @@ def test_a_transient_failure_is_retried_with_the_same_key(ledger_url: str) -> No
         bank.login(1, PIN)
         with pytest.raises(TransientFailure):
             bank.deposit(1_00)
+
+
+# -- the pure parts ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "cents"),
+    [("5", 500), ("-5.00", -500), ("0.01", 1), ("-0.50", -50)],
+)
+def test_parse_signed_amount(text: str, cents: int) -> None:
+    assert parse_signed_amount(text) == cents
+
+
+@pytest.mark.parametrize("text", ["", "-", "--5", "5.001", "abc"])
+def test_parse_signed_amount_refuses_nonsense(text: str) -> None:
+    with pytest.raises(InvalidAmount):
+        parse_signed_amount(text)
+
+
+def test_new_keys_are_fresh_and_carry_their_prefix() -> None:
+    keys = {new_key("atm") for _ in range(100)}
+    assert len(keys) == 100
+    assert all(k.startswith("atm-") and len(k) == len("atm-") + 32 for k in keys)
+
+
+def test_attempts_below_one_are_refused() -> None:
+    with pytest.raises(ValueError, match="attempts must be at least 1"):
+        BankClient("127.0.0.1", 1, attempts=0)
