@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import re
 import signal
 import socket
@@ -13,13 +14,85 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from socklab.server.runtime import Limits, Listener, new_event_loop
 from socklab.services.base import Service
 
 HOST = "127.0.0.1"
+
+
+class ScriptedRandom(random.Random):
+    """``random()`` returns the scripted values in order, then 0.99 (no fault)."""
+
+    def __init__(self, values: list[float]) -> None:
+        super().__init__(0)
+        self.values = list(values)
+
+    def random(self) -> float:
+        return self.values.pop(0) if self.values else 0.99
+
+
+WAIT_S = 30.0
+"""The bound on waiting for a condition that should hold within milliseconds: generous,
+because the machine may be busy, and only ever reached when something is broken."""
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
+    """Poll ``predicate`` until it holds; ``AssertionError`` naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s:g} s: {what}")
+        time.sleep(0.01)
+
+
+CLOSE_TIMEOUT_S = 15.0
+
+
+@contextlib.contextmanager
+def bounded_runner(timeout_s: float = CLOSE_TIMEOUT_S) -> Iterator[asyncio.Runner]:
+    """An ``asyncio.Runner`` whose closing takes at most about ``timeout_s``.
+
+    ``asyncio.Runner.close()`` cancels the tasks left on its loop and then waits for them
+    without a limit: one task that never finishes (a database pool's worker stuck on a
+    server that went away) hangs the suite in teardown, and a timeout signal raised while
+    the loop runs a task only ends that task. Here the leftover tasks get ``timeout_s`` to
+    finish after their cancellation; if some do not, the loop is closed under them and the
+    test fails, naming them.
+    """
+    runner = asyncio.Runner()
+    try:
+        yield runner
+    finally:
+        close_runner(runner, timeout_s)
+
+
+def close_runner(runner: asyncio.Runner, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+    """Cancel ``runner``'s leftover tasks, wait up to ``timeout_s`` for them, close it.
+
+    Raises ``AssertionError`` (after closing the loop anyway) if some task outlived that.
+    """
+    loop = runner.get_loop()
+
+    async def cancel_leftovers() -> set[asyncio.Task[object]]:
+        me = asyncio.current_task()
+        tasks = {t for t in asyncio.all_tasks() if t is not me}
+        for task in tasks:
+            task.cancel()
+        if not tasks:
+            return set()
+        _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+        return pending
+
+    stuck = runner.run(cancel_leftovers())
+    if not stuck:
+        runner.close()  # nothing left for it to wait for
+        return
+    asyncio.set_event_loop(None)
+    loop.close()
+    raise AssertionError(f"{len(stuck)} task(s) ignored cancellation for {timeout_s:g} s: {stuck}")
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from helpers import HOST, running_server
+from helpers import HOST, RunningServer, running_server
 from socklab.bench.load import BenchError
 from socklab.bench.runner import BenchResult, BenchSettings, run_bench, split
 from socklab.bench.scenarios import ScenarioOptions, text_reply
@@ -157,10 +157,20 @@ def drop(text: str, dialect: str) -> Any:
     raise DropConnection
 
 
-async def late(text: str, dialect: str) -> Any:
-    # Long after the load generator's timeout, but over before the test server stops.
-    await asyncio.sleep(0.4)
-    return {"lower": text.lower(), "upper": text.upper()} if dialect == "json" else text_reply(text)
+class Late:
+    """A fault whose replies wait until ``release()``: after the load generator is done."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+
+    async def __call__(self, text: str, dialect: str) -> Any:
+        await self.gate.wait()
+        if dialect == "json":
+            return {"lower": text.lower(), "upper": text.upper()}
+        return text_reply(text)
+
+    def release(self, server: RunningServer) -> None:
+        server.loop.call_soon_threadsafe(self.gate.set)
 
 
 @pytest.mark.parametrize("dialect", list(Dialect), ids=lambda d: d.value)
@@ -180,8 +190,14 @@ def test_wrong_replies_are_errors(dialect: Dialect, fault: Any, kind: str) -> No
 
 @pytest.mark.parametrize("dialect", list(Dialect), ids=lambda d: d.value)
 def test_a_reply_that_never_comes_is_a_timeout(dialect: Dialect) -> None:
+    late = Late()
     with running_server(FaultyService(late), QUICK_LIMITS) as server:
-        result = bench(server.port, dialect=dialect, connections=2, duration_s=0.6, timeout_s=0.1)
+        try:
+            result = bench(
+                server.port, dialect=dialect, connections=2, duration_s=0.6, timeout_s=0.1
+            )
+        finally:
+            late.release(server)  # so that the server stops at once
     assert set(result.errors) == {"timeout"}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,4 +47,37 @@ def test_run_writes_a_report(tmp_path: Path) -> None:
     for row in ("| thread baseline, lab |", "| socklab, lab |", "| socklab, json, pipeline 4 |"):
         assert row in text
     assert "| socklab | " in text and "| baseline | " in text
-    assert "not met" in text or "met" in text
+    check_verdicts(text)
+
+
+def number(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+TEXT_TARGET = re.compile(
+    r"with a lower p99: \*\*([\d.,]+)x\*\*, p99 ([\d.,]+) ms vs ([\d.,]+) ms"
+    r" -> \*\*(met|not met)\*\*"
+)
+PIPELINE_TARGET = re.compile(r"unpipelined requests/s: \*\*([\d.,]+)x\*\* -> \*\*(met|not met)\*\*")
+LATENCY_TARGET = re.compile(r"(hard|easy) \*\*([\d.,]+) ms\*\* -> \*\*(met|not met)\*\*")
+
+
+def check_verdicts(text: str) -> None:
+    """Each target's verdict follows from the figures printed beside it (a printed figure
+    is rounded: one exactly at a threshold proves nothing either way and is skipped)."""
+    found = TEXT_TARGET.search(text)
+    assert found, "the text-over-lab target is missing"
+    ratio, ours, theirs = (number(g) for g in found.groups()[:3])
+    if ratio != 3 and ours != theirs:
+        assert found[4] == ("met" if ratio > 3 and ours < theirs else "not met"), found[0]
+    found = PIPELINE_TARGET.search(text)
+    assert found, "the pipelined-json target is missing"
+    if number(found[1]) != 8:
+        assert found[2] == ("met" if number(found[1]) > 8 else "not met"), found[0]
+    latencies = LATENCY_TARGET.findall(text)
+    assert [kind for kind, _, _ in latencies] == ["hard", "easy"], latencies
+    for kind, ms, verdict in latencies:
+        if kind == "hard" and "no hard request finished" in text:
+            assert verdict == "not met"
+        elif number(ms) != 1000:
+            assert verdict == ("met" if number(ms) < 1000 else "not met"), (kind, ms, verdict)

@@ -7,9 +7,8 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 
-from helpers import HOST, port_is_free, socklab_command, start_server_process
+from helpers import HOST, port_is_free, socklab_command, start_server_process, wait_until
 
 
 def run_client(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -112,7 +111,8 @@ def test_sigterm_during_load_loses_no_in_flight_reply() -> None:
     threads = [threading.Thread(target=client, args=(i,)) for i in range(20)]
     for thread in threads:
         thread.start()
-    time.sleep(1.0)
+    # Under load: the clients keep sending while the server stops.
+    wait_until(lambda: received > 100, "100 replies")
     server.proc.send_signal(signal.SIGTERM)
     assert server.wait(30) == 0
     stop.set()

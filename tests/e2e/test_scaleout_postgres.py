@@ -35,7 +35,6 @@ from socklab.client.json_client import JsonClient
 from socklab.errors import InsufficientFunds, LinkError
 from socklab.ledger import open_ledger
 from socklab.money import format_cents
-from socklab.server.workers import STARTUP_S
 
 pytestmark = pytest.mark.e2e
 
@@ -44,6 +43,10 @@ PIN = "1234"
 OPENING_CENTS = 10_000_00
 CLIENTS = 50
 OPS_PER_CLIENT = 20
+STATEMENT_LIMIT = 1000
+"""The most postings one ledger statement returns."""
+BATCH = 450
+"""Operations per phase of the killed-worker test (before the kill, after the restart)."""
 
 
 @pytest.fixture
@@ -122,8 +125,8 @@ def journal_keys(url: str) -> tuple[Counter[tuple[int, str]], dict[int, int]]:
         try:
             seen: Counter[tuple[int, str]] = Counter()
             for account in ACCOUNTS:
-                postings = await ledger.statement(account, 1000)
-                assert len(postings) < 1000, "the statement must show the whole journal"
+                postings = await ledger.statement(account, STATEMENT_LIMIT)
+                assert len(postings) < STATEMENT_LIMIT, "the statement must show the whole journal"
                 seen.update((account, p.key) for p in postings if p.key is not None)
             return seen, {a.id: a.balance_cents for a in await ledger.accounts()}
         finally:
@@ -349,12 +352,15 @@ class Atm:
     unsettled: list[Op] = field(default_factory=list)
     errors: list[BaseException] = field(default_factory=list)
 
-    def run(self, seed: int, stop: threading.Event) -> None:
+    def run(self, seed: int, budget: threading.Semaphore, stop: threading.Event) -> None:
+        """Operations, one per token taken from ``budget``, until ``stop``."""
         rng = random.Random(seed)
         bank = BankClient(HOST, self.port, timeout_s=10, attempts=8, backoff_s=0.05)
         try:
             bank.login(self.account, PIN)
             while not stop.is_set():
+                if not budget.acquire(timeout=0.05):
+                    continue
                 op = random_op(rng, self.account, f"w{seed}")
                 try:
                     if op.kind == "deposit":
@@ -387,14 +393,17 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost_or_doubled(postgres_url
     server = start_bank(postgres_url, "--workers", "2")
     # start_server_process waits for the first worker; the second one says so too.
     assert wait_for(lambda: server.text().count("started and listening") == 2)
-    listening_at = time.monotonic()  # after both workers were forked
     supervisor = server.proc.pid
     assert wait_for(lambda: len(children(supervisor)) == 2)
     before = children(supervisor)
+    # The load is counted, not timed: at most 2 * BATCH operations in all, so that no
+    # account's journal can outgrow what one statement shows.
+    budget = threading.Semaphore(0)
     stop = threading.Event()
     atms = [Atm(server.port, account=n % 10 + 1) for n in range(CLIENTS)]
     threads = [
-        threading.Thread(target=a.run, args=(n, stop), daemon=True) for n, a in enumerate(atms)
+        threading.Thread(target=a.run, args=(n, budget, stop), daemon=True)
+        for n, a in enumerate(atms)
     ]
 
     def acked() -> int:
@@ -404,14 +413,16 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost_or_doubled(postgres_url
         for thread in threads:
             thread.start()
         # Kill a worker that has served for a while (one just started would do as well).
-        assert wait_for(lambda: acked() >= 300 and time.monotonic() - listening_at > STARTUP_S)
+        budget.release(BATCH)
+        assert wait_for(lambda: acked() >= 300)
         victim = min(before)
-        os.kill(victim, signal.SIGKILL)
+        os.kill(victim, signal.SIGKILL)  # while the rest of the first batch is under way
         assert wait_for(lambda: len(children(supervisor) - before) == 1)
         assert wait_for(
             lambda: "started and listening" in server.text().rsplit("restarting it", 1)[-1]
         )
         after_restart = acked()
+        budget.release(BATCH)
         assert wait_for(lambda: acked() >= after_restart + 300)
     finally:
         stop.set()
@@ -423,6 +434,7 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost_or_doubled(postgres_url
     assert f"(pid {victim}) killed by SIGKILL after" in server.text()
     assert [e for a in atms for e in a.errors] == []
     assert [op for a in atms for op in a.unsettled] == []
+    assert sum(len(a.acked) for a in atms) <= 2 * BATCH < STATEMENT_LIMIT
     # The clients of the killed worker lost their connections; the ATM client reconnected
     # (to a live worker) and sent the same request with the same key.
     assert any(r.attempts > 1 for a in atms for r in a.receipts)

@@ -4,13 +4,13 @@ and for PostgreSQL (``postgres_url``: a fresh schema of the database named by
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from ledger_harness import URL_FACTORIES, LedgerHarness
 
+from helpers import bounded_runner
 from postgres_db import fresh_schema, require_postgres
 
 
@@ -22,7 +22,7 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LedgerHa
         url: str = request.getfixturevalue("postgres_url")
     else:
         url = URL_FACTORIES[request.param](tmp_path)
-    with asyncio.Runner() as runner:
+    with bounded_runner() as runner:
         h = LedgerHarness(url, runner)
         try:
             yield h

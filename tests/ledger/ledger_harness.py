@@ -12,6 +12,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+from helpers import CLOSE_TIMEOUT_S
 from socklab.ledger import Ledger, LedgerSettings, open_ledger
 
 T = TypeVar("T")
@@ -51,8 +52,9 @@ class LedgerHarness:
         return self.open(self.settings, demo=False)
 
     def close(self, ledger: Ledger) -> None:
-        self.run(ledger.close())
+        """Close ``ledger``; ``TimeoutError`` if that takes over ``CLOSE_TIMEOUT_S``."""
         self._open.remove(ledger)
+        self.run(asyncio.wait_for(ledger.close(), CLOSE_TIMEOUT_S))
 
     def close_all(self) -> None:
         while self._open:

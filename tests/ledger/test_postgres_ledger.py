@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from helpers import bounded_runner, wait_until
 from socklab.errors import InsufficientFunds, KeyReused, StorageError
 from socklab.ledger import LedgerSettings, Receipt, Stats, open_ledger, postgres_store
 from socklab.ledger.postgres import PostgresLedger, open_postgres_ledger
@@ -26,7 +27,9 @@ DEMO = 10_000_00
 
 @pytest.fixture
 def runner() -> Iterator[asyncio.Runner]:
-    with asyncio.Runner() as runner:
+    """A runner whose teardown is bounded (``helpers.bounded_runner``): after a database
+    failure a test may leave a ledger's writer and pool tasks behind."""
+    with bounded_runner() as runner:
         yield runner
 
 
@@ -353,11 +356,17 @@ def test_a_database_restart_costs_no_request(runner: asyncio.Runner, postgres_ur
     assert runner.run(ledger.deposit(1, 1, key="before")).balance_cents == DEMO + 1
     killed = query(
         url,
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity"
         " WHERE application_name = %s AND pid <> pg_backend_pid()",
         (name,),
     )
-    assert killed and all(ok for (ok,) in killed)
+    assert killed and all(ok for (_, ok) in killed)
+    # pg_terminate_backend only signals: the restart is over once those backends are gone.
+    pids = [pid for (pid, _) in killed]
+    wait_until(
+        lambda: not query(url, "SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)),
+        "the terminated backends exited",
+    )
     assert runner.run(ledger.deposit(1, 1, key="after")).balance_cents == DEMO + 2
     assert runner.run(ledger.get_account(1)).balance_cents == DEMO + 2
     runner.run(ledger.close())

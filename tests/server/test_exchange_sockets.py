@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import select
 import socket
-import time
 from typing import Any
 
 import pytest
 
-from helpers import HOST, recv_all, recv_until, running_server
+from helpers import HOST, recv_all, recv_until, running_server, wait_until
 from socklab.services.exchange import ExchangeService
 from socklab.wire.framing import encode_lab_frame
 
@@ -139,15 +139,13 @@ def test_out_of_range_terminates_after_others_in_flight_replies(
         # Another client has sent its request but not yet read the answer.
         other = server.connect()
         other.sendall(json.dumps({"client_name": "B", "client_number": 50}).encode() + b"\n")
-        time.sleep(0.05)
+        readable, _, _ = select.select([other], [], [], 30)  # answered, not yet read
+        assert readable == [other]
         assert original_client(server.port, "Terminator", 0) is None
         assert json.loads(recv_until(other))["ok"] is True
         assert recv_all(other) == b""  # then the server closed it
         other.close()
-        deadline = time.monotonic() + 5
-        while not server.listener.stopped.is_set() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert server.listener.stopped.is_set()
+        wait_until(server.listener.stopped.is_set, "the listener stopped")
     assert "Client int out of range: 0. Terminating the server." in caplog.text
 
 

@@ -20,17 +20,6 @@ from socklab.services.base import ConnectionInfo
 T = TypeVar("T")
 
 
-class ScriptedRandom(random.Random):
-    """``random()`` returns the scripted values in order, then 0.99 (no fault)."""
-
-    def __init__(self, values: list[float]) -> None:
-        super().__init__(0)
-        self.values = list(values)
-
-    def random(self) -> float:
-        return self.values.pop(0) if self.values else 0.99
-
-
 class BankHarness:
     def __init__(self, runner: asyncio.Runner, service: BankService) -> None:
         self.runner = runner

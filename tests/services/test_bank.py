@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bank_harness import BankHarness, ScriptedRandom, bank_harness
+from bank_harness import BankHarness, bank_harness
 
+from helpers import ScriptedRandom
 from socklab.errors import (
     AccountLocked,
     AuthFailed,

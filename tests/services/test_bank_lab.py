@@ -6,8 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bank_harness import BankHarness, ScriptedRandom, bank_harness
+from bank_harness import BankHarness, bank_harness
 
+from helpers import ScriptedRandom
 from socklab.errors import DropConnection
 from socklab.ledger import LedgerSettings
 from socklab.services.bank_lab import (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 import socket
 import threading
@@ -10,15 +9,14 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from helpers import RunningServer, recv_until, running_server
 from socklab.client.bank_client import BankClient, TxReceipt
-from socklab.errors import InsufficientFunds, LinkBroken, TransientFailure
+from socklab.errors import InsufficientFunds
 from socklab.ledger.base import DEMO_BALANCE_CENTS
-from socklab.services.bank import BankService, Transaction
+from socklab.services.bank import BankService
 from socklab.wire.framing import encode_lab_frame
 
 PIN = "1234"
@@ -203,46 +201,6 @@ def test_naive_retries_apply_operations_twice(tmp_path: Path) -> None:
     assert keyed.actual == keyed.intended
 
 
-# -- a dropped connection is retried with the same key, and applied once ---------------
-
-
-def test_the_client_retries_a_lost_reply_with_the_same_key(ledger_url: str) -> None:
-    from bank_harness import ScriptedRandom
-
-    rng = ScriptedRandom([0.0, 0.0])  # the first two attempts lose their replies
-    service = BankService(ledger_url, fail_rate=0.5, fail_mode="lose-reply", rng=rng)
-    notices: list[str] = []
-    with (
-        running_server(service) as server,
-        BankClient(
-            "127.0.0.1",
-            server.port,
-            backoff_s=0.01,
-            on_retry=lambda notice: notices.append(notice.describe()),
-        ) as bank,
-    ):
-        bank.login(1, PIN)
-        receipt = bank.deposit(12_50, key="the-key")
-        assert (receipt.attempts, receipt.replayed, receipt.keys_sent) == (3, True, ("the-key",))
-        assert receipt.balance_cents == 10_012_50
-        assert bank.reconnects == 2
-        assert bank.balance().balance_cents == 10_012_50
-    assert len(notices) == 2
-    assert "retrying deposit with the same idempotency key (attempt 2 of 5)" in notices[0]
-
-
-def test_the_client_gives_up_after_its_attempts(ledger_url: str) -> None:
-    service = BankService(ledger_url, fail_rate=1.0, fail_mode="lose-reply")
-    with (
-        running_server(service) as server,
-        BankClient("127.0.0.1", server.port, attempts=3, backoff_s=0.001) as bank,
-    ):
-        bank.login(1, PIN)
-        with pytest.raises(LinkBroken, match="gave up after 3 attempts"):
-            bank.withdraw(1_00, key="k")
-        assert server.call(lambda: service.ledger.get_account(1)).balance_cents == 9_999_00
-
-
 # -- the other dialects on the wire -----------------------------------------------------------
 
 
@@ -282,58 +240,3 @@ def test_lab_dialect_over_a_socket_as_the_seed_client_frames_it(
         assert recv_until(sock, b"Error rate: 0.00\n").startswith(b"Your balance is 10002.00\n")
         send(sock, "!DISCONNECT")
         assert recv_until(sock, b"]") == b"[DISCONNECTED]"
-
-
-class SlowFirstReply(BankService):
-    """Applies the first money request, then sits on its reply past the client's timeout."""
-
-    is_slow = True
-
-    async def move(self, *args: Any, **kwargs: Any) -> Transaction:
-        tx = await super().move(*args, **kwargs)
-        if self.is_slow:
-            self.is_slow = False
-            await asyncio.sleep(1.0)
-        return tx
-
-
-def test_a_timeout_is_retried_with_the_same_key(ledger_url: str) -> None:
-    service = SlowFirstReply(ledger_url)
-    notices: list[str] = []
-    with (
-        running_server(service) as server,
-        BankClient(
-            "127.0.0.1",
-            server.port,
-            timeout_s=0.3,
-            backoff_s=0.01,
-            on_retry=lambda notice: notices.append(notice.reason),
-        ) as bank,
-    ):
-        bank.login(1, PIN)
-        receipt = bank.transfer(2, 3_00)
-        assert (receipt.attempts, receipt.replayed) == (2, True)
-        assert server.call(lambda: service.ledger.get_account(2)).balance_cents == 10_003_00
-    assert notices == [f"no reply from 127.0.0.1:{server.port} within 0.3 s"]
-
-
-def test_a_transient_failure_is_retried_with_the_same_key(ledger_url: str) -> None:
-    from bank_harness import ScriptedRandom
-
-    service = BankService(ledger_url, fail_rate=0.5, rng=ScriptedRandom([0.0]))
-    with (
-        running_server(service) as server,
-        BankClient("127.0.0.1", server.port, backoff_s=0.01) as bank,
-    ):
-        bank.login(1, PIN)
-        receipt = bank.deposit(1_00, key="k")
-        assert (receipt.attempts, receipt.replayed, receipt.keys_sent) == (2, False, ("k",))
-        stats = bank.stats()
-        assert (stats.total, stats.successful, stats.failed) == (2, 1, 1)
-    with (
-        running_server(BankService(ledger_url, fail_rate=1.0)) as server,
-        BankClient("127.0.0.1", server.port, retry_transient=False) as bank,
-    ):
-        bank.login(1, PIN)
-        with pytest.raises(TransientFailure):
-            bank.deposit(1_00)

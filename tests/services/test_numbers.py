@@ -7,8 +7,9 @@ import asyncio
 import inspect
 import json
 import logging
+import multiprocessing
+import signal
 import socket
-import time
 from collections.abc import Awaitable, Iterator
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 
 from helpers import captured_records, running_server
 from socklab.errors import InvalidRequest, RequestRejected, ServerBusy, TooLarge, UnknownOperation
+from socklab.server.runtime import Listener
 from socklab.services.base import ConnectionInfo
 from socklab.services.numbers import (
     DEFAULT_MAX_DIGITS,
@@ -391,8 +393,9 @@ def test_the_constructor_refuses_nonsense(kwargs: dict[str, int]) -> None:
         NumbersService(**kwargs)
 
 
-def test_the_service_is_the_seeds() -> None:
-    assert (NumbersService.name, NumbersService.default_port) == ("numbers", 5051)
+def test_a_listener_without_a_port_takes_the_seeds() -> None:
+    listener = Listener(NumbersService(), "127.0.0.1", None)
+    assert (listener.service.name, listener.port) == ("numbers", 5051)
 
 
 # -- logging -----------------------------------------------------------------------------
@@ -456,12 +459,14 @@ def test_big_numbers_are_checked_in_the_pool_without_blocking_the_loop() -> None
             async def ticker() -> None:
                 nonlocal ticks
                 while True:
-                    await asyncio.sleep(0.005)
+                    await asyncio.sleep(0)  # one turn of the loop per tick: no clock
                     ticks += 1
 
             ticking = asyncio.create_task(ticker())
             pending = session.handle_line(str(M3217))
             assert inspect.isawaitable(pending)
+            # Checked in this task (blocking the loop), the answer would come before the
+            # ticker's first turn; from the pool, only after a few turns at the least.
             assert await pending == "[Prime] True [Palindrome] False"
             assert ticks > 0  # the loop kept running while the worker checked
             ticking.cancel()
@@ -531,23 +536,27 @@ def test_a_full_queue_answers_server_busy() -> None:
 
 
 def test_stop_kills_checks_in_flight_and_their_callers_hear_server_busy() -> None:
-    async def scenario() -> float:
+    async def scenario() -> list[int | None]:
+        others = set(multiprocessing.active_children())
         service = await started(NumbersService(workers=1))
         session = open_session(service)
         running = asyncio.ensure_future(session.handle_json({"number": BIG_PRIME}))
         queued = asyncio.ensure_future(session.handle_json({"number": BIG_PRIME}))
-        await asyncio.sleep(1.0)  # the worker starts and takes the first check (seconds)
+        await asyncio.sleep(0)  # one turn of the loop: both are handed to the pool
         assert service.pending == 2
-        began = time.monotonic()
+        workers = [p for p in multiprocessing.active_children() if p not in others]
+        assert len(workers) == 1 and workers[0].is_alive()
         await service.stop()
-        took = time.monotonic() - began
         for task in (running, queued):
             with pytest.raises(ServerBusy):
                 await task
         assert service.pending == 0
-        return took
+        workers[0].join(30)
+        return [w.exitcode for w in workers]
 
-    assert run(scenario()) < 5.0  # not the seconds the 10,000-digit check would take
+    # Terminated: stop() did not wait the seconds the 10,000-digit check would take
+    # (a worker that finished its work and was shut down would exit with status 0).
+    assert run(scenario()) == [-signal.SIGTERM]
 
 
 def test_stop_and_start_are_idempotent_and_a_stopped_service_checks_inline() -> None:

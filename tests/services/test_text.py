@@ -10,6 +10,7 @@ import pytest
 
 from helpers import captured_records
 from socklab.errors import InvalidRequest, RequestRejected, UnknownOperation
+from socklab.server.runtime import Listener
 from socklab.services.base import ConnectionInfo
 from socklab.services.text import (
     LINE_HELP,
@@ -159,8 +160,9 @@ def test_farewell_converts_the_disconnect_message_like_the_lab_server(session: T
     assert session.farewell() == "[Lower Case] !disconnect [Upper Case] !DISCONNECT"
 
 
-def test_the_service_is_the_seeds() -> None:
-    assert (TextService.name, TextService.default_port) == ("text", 5050)
+def test_a_listener_without_a_port_takes_the_seeds() -> None:
+    listener = Listener(TextService(), "127.0.0.1", None)
+    assert (listener.service.name, listener.port) == ("text", 5050)
 
 
 def test_logs_the_conversation_like_the_lab(

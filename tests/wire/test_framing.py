@@ -338,7 +338,15 @@ def test_random_bytes_raise_only_the_codecs_error(data: bytes, cuts: list[int]) 
         detect_dialect(data)
 
 
-def test_header_constant_is_the_seeds() -> None:
+def test_the_header_is_the_seeds_64_bytes_both_ways() -> None:
+    # The seed's client: f"{len(msg):<{64}}".encode() + msg, with HEADER = 64.
+    seed_frame = b"11" + b" " * 62 + b"hello world"
+    assert encode_lab_frame(b"hello world") == seed_frame
+    decoder = LabDecoder()
+    decoder.feed(seed_frame[:63])
+    assert decoder.next_frame() is None  # one byte short of a header
+    decoder.feed(seed_frame[63:])
+    assert decoder.next_frame() == b"hello world"
     assert LAB_HEADER_BYTES == 64
 
 
