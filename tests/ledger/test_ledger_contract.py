@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 
@@ -204,13 +205,12 @@ def test_business_rejections_are_stored_and_replayed(
     ("first", "second"),
     [
         (("deposit", 1, 100), ("deposit", 1, 101)),
-        (("deposit", 1, 100), ("deposit", 2, 100)),
         (("deposit", 1, 100), ("withdraw", 1, 100)),
         (("transfer", 1, 2, 100), ("transfer", 1, 3, 100)),
-        (("transfer", 1, 2, 100), ("transfer", 2, 1, 100)),
+        (("transfer", 1, 2, 100), ("withdraw", 1, 100)),
         (("withdraw", 1, DEMO + 1), ("withdraw", 1, 5)),
     ],
-    ids=["amount", "account", "op", "counterparty", "direction", "after-a-rejection"],
+    ids=["amount", "op", "counterparty", "transfer-then-withdraw", "after-a-rejection"],
 )
 def test_a_key_with_other_parameters_is_key_reused(
     harness: LedgerHarness, first: tuple[object, ...], second: tuple[object, ...]
@@ -225,6 +225,43 @@ def test_a_key_with_other_parameters_is_key_reused(
         harness.run(getattr(ledger, str(op))(*args, key="k"))
     assert balances(harness, ledger) == before
     assert harness.run(ledger.stats()).total == 2  # key_reused counts as a failed request
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (("deposit", 1, 100), ("deposit", 2, 100)),
+        (("deposit", 1, 100), ("deposit", 2, 777)),
+        (("withdraw", 1, 100), ("deposit", 2, 100)),
+        (("transfer", 1, 2, 100), ("transfer", 2, 1, 100)),
+        (("withdraw", 1, DEMO + 1), ("transfer", 3, 1, 5)),
+    ],
+    ids=["same-request", "other-amount", "other-op", "opposite-transfer", "after-a-rejection"],
+)
+def test_keys_are_per_account(
+    harness: LedgerHarness, first: tuple[object, ...], second: tuple[object, ...]
+) -> None:
+    # One customer's key is no business of another's: no key_reused (an oracle of what
+    # other customers did), no replay of someone else's receipt; both apply, and each
+    # key keeps replaying for its own account.
+    ledger = harness.open()
+    op1, *args1 = first
+    op2, *args2 = second
+    call1 = getattr(ledger, str(op1))
+    call2 = getattr(ledger, str(op2))
+    try:
+        first_ok = not harness.run(call1(*args1, key="shared")).replayed
+    except InsufficientFunds:
+        first_ok = False
+    receipt = harness.run(call2(*args2, key="shared"))
+    assert (receipt.replayed, receipt.account) == (False, args2[0])
+    assert harness.run(call2(*args2, key="shared")) == dataclasses.replace(receipt, replayed=True)
+    if first_ok:
+        assert harness.run(call1(*args1, key="shared")).replayed
+    else:
+        assert type(rejection(harness, call1(*args1, key="shared"))) is InsufficientFunds
+    assert harness.run(ledger.stats()) == Stats(2, 1 + first_ok, 1 - first_ok)
+    assert harness.run(ledger.verify()).ok
 
 
 def test_a_successful_retry_is_replayed_with_the_original_receipt(harness: LedgerHarness) -> None:
