@@ -19,8 +19,8 @@ from socklab.money import MAX_PARSED_CENTS, format_cents, parse_amount
         ("0.01", 1),
         ("0.1", 10),
         ("0", 0),
-        ("007.00", 700),
-        (" 3.25\r\n", 325),
+        ("0.00", 0),
+        ("100", 10000),
         ("0.29", 29),  # 0.29 * 100 is 28.999999999999996 as a float
         ("1.10", 110),
         ("9999999999999.99", MAX_PARSED_CENTS),
@@ -36,8 +36,18 @@ def test_parse_amount(text: str, cents: int) -> None:
      "nan", "inf", "0x10", "١٢", "１２", "12.5.0", "$12", "12$", "10000000000000.00",
      "9" * 40, "1.2a"],
 )  # fmt: skip
-def test_parse_amount_rejects(text: str) -> None:
+def test_parse_amount_rejects_what_is_not_an_amount(text: str) -> None:
     with pytest.raises(InvalidAmount):
+        parse_amount(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [" 5", "5 ", "\t5", "5\n", " 3.25\r\n", "05.00", "05", "007.00", "00", "00.50", "0012"],
+)
+def test_parse_amount_is_strict_about_spaces_and_leading_zeros(text: str) -> None:
+    # What docs/bank.md allows: digits (no leading zeros), an optional dot, 1-2 decimals.
+    with pytest.raises(InvalidAmount, match="leading zeros or spaces"):
         parse_amount(text)
 
 

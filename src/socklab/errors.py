@@ -135,6 +135,12 @@ class ServerBusy(RequestRejected):
     code = "server_busy"
 
 
+class TooManyLogins(RequestRejected):
+    """A client address tried to log in faster than the bank allows; nothing was checked."""
+
+    code = "too_many_logins"
+
+
 class StorageError(SocklabError):
     """A ledger backend failed."""
 

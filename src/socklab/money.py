@@ -1,8 +1,8 @@
 """Money at the edges: decimal text <-> integer cents. Inside socklab money is ``int`` cents.
 
-``parse_amount`` is strict on purpose (ASCII digits, an optional dot and one or two
-decimals; no sign, exponent, separators or other digits): a bank should refuse what it
-cannot read unambiguously rather than guess.
+``parse_amount`` is strict on purpose (ASCII digits without leading zeros, an optional
+dot and one or two decimals; no whitespace, sign, exponent, separators or other digits):
+a bank should refuse what it cannot read unambiguously rather than guess.
 """
 
 from __future__ import annotations
@@ -14,21 +14,25 @@ from socklab.errors import InvalidAmount
 MAX_PARSED_CENTS = 10**15 - 1
 """Far above any sane ledger maximum; bounds the work done on hostile input."""
 
-_AMOUNT_RE = re.compile(r"([0-9]{1,16})(?:\.([0-9]{1,2}))?")
+_AMOUNT_RE = re.compile(r"(0|[1-9][0-9]{0,15})(?:\.([0-9]{1,2}))?")
 
 
 def parse_amount(text: str) -> int:
-    """``"12.50"`` -> ``1250``; surrounding whitespace is ignored. ``"0"`` parses to 0
-    (whether 0 is allowed is the ledger's rule).
+    """``"12.50"`` -> ``1250``, ``"0.07"`` -> ``7``, ``"5"`` -> ``500``. ``"0"`` parses
+    to 0 (whether 0 is allowed is the ledger's rule).
 
-    Raises ``InvalidAmount`` for anything else: empty, signs, more than two decimals,
-    exponents, separators, non-ASCII digits, values above ``MAX_PARSED_CENTS``.
+    Raises ``InvalidAmount`` for anything else: empty, whitespace anywhere, leading zeros
+    (``"05.00"``), signs, a dot without decimals, more than two decimals, exponents,
+    separators, non-ASCII digits, values above ``MAX_PARSED_CENTS``.
     """
     if not isinstance(text, str):
         raise InvalidAmount("an amount must be text like 12.50")
-    match = _AMOUNT_RE.fullmatch(text.strip(" \t\r\n"))
+    match = _AMOUNT_RE.fullmatch(text)
     if match is None:
-        raise InvalidAmount("an amount must look like 12 or 12.50 (at most 2 decimals)")
+        raise InvalidAmount(
+            "an amount must look like 12 or 12.50 (digits without leading zeros or spaces,"
+            " at most 2 decimals)"
+        )
     units, decimals = match.group(1), match.group(2) or ""
     cents = int(units) * 100 + int(decimals.ljust(2, "0"))
     if cents > MAX_PARSED_CENTS:

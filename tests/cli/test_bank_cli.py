@@ -12,6 +12,8 @@ import pytest
 from socklab.cli.bank import default_db_path, redact_url, resolve_db_url
 from socklab.cli.main import main
 from socklab.cli.serve import build_service
+from socklab.errors import RequestRejected
+from socklab.ledger import LedgerSettings, open_ledger
 from socklab.services.bank import BankService
 
 
@@ -74,8 +76,9 @@ def test_open_asks_the_pin_hidden_and_never_prints_it(
         (["open", "--name", "", "--pin", "1234"], 1, "an account name must be"),
         (["open", "--name", "X", "--pin", "1234", "--deposit", "1.234"], 2, "--deposit"),
         (["statement", "42"], 1, "no account 42"),
+        (["unlock", "42"], 1, "no account 42"),
     ],
-    ids=["short-pin", "empty-name", "bad-deposit", "unknown-account"],
+    ids=["short-pin", "empty-name", "bad-deposit", "unknown-account", "unlock-unknown"],
 )
 def test_refusals(
     db: str, capsys: pytest.CaptureFixture[str], args: list[str], status: int, error: str
@@ -205,3 +208,33 @@ def test_serve_builds_the_bank_from_its_options(db: str) -> None:
     service = build_service("bank", options)
     assert isinstance(service, BankService)
     assert (service.fail_rate, service.fail_mode, service.default_port) == (0.45, "reject", 5052)
+
+
+def test_unlock_lifts_the_lockouts_of_an_account(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    from socklab.errors import AccountLocked
+
+    bank(db, "init", "--demo")
+    settings = LedgerSettings(max_failed_logins=2, max_account_failed_logins=3)
+
+    async def attempt(client: str, pin: str) -> str:
+        ledger = await open_ledger(db, settings)
+        try:
+            return (await ledger.authenticate(1, pin, client=client)).name
+        except RequestRejected as exc:
+            return exc.code
+        finally:
+            await ledger.close()
+
+    wrong = [asyncio.run(attempt(c, "0000")) for c in ("a", "a", "b")]
+    assert wrong == ["auth_failed"] * 3  # "a" locked, then the backstop: all locked
+    assert asyncio.run(attempt("c", "1234")) == AccountLocked.code
+    out_of(capsys)
+    assert bank(db, "unlock", "1") == 0
+    assert out_of(capsys) == "Account 1 unlocked.\n"
+    assert [asyncio.run(attempt(c, "1234")) for c in "abc"] == ["Dibbyo Roy"] * 3
+    assert bank(db, "unlock", "1") == 0
+    assert "was not locked" in out_of(capsys)

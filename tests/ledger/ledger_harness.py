@@ -22,7 +22,26 @@ URL_FACTORIES: dict[str, Callable[[Path], str]] = {
 }
 """Backend name -> (tmp_path -> URL of a fresh, empty ledger). PostgreSQL joins here."""
 
-FAST = LedgerSettings(lockout_s=0.5, max_failed_logins=3)
+
+class FakeClock:
+    """Unix seconds that move only when told (``advance``): lockouts without sleeps."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def fast(clock: FakeClock, **changes: Any) -> LedgerSettings:
+    """Settings for lockout tests: 3 wrong PINs from one address lock it for 60 s."""
+    return LedgerSettings(**{"lockout_s": 60.0, "max_failed_logins": 3, "clock": clock, **changes})
+
+
+FAST = LedgerSettings(lockout_s=60.0, max_failed_logins=3)
 
 
 class LedgerHarness:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 
 import pytest
-from ledger_harness import FAST, LedgerHarness
+from ledger_harness import FAST, FakeClock, LedgerHarness, fast
 
 from socklab.errors import (
     AccountLocked,
@@ -204,13 +205,12 @@ def test_business_rejections_are_stored_and_replayed(
     ("first", "second"),
     [
         (("deposit", 1, 100), ("deposit", 1, 101)),
-        (("deposit", 1, 100), ("deposit", 2, 100)),
         (("deposit", 1, 100), ("withdraw", 1, 100)),
         (("transfer", 1, 2, 100), ("transfer", 1, 3, 100)),
-        (("transfer", 1, 2, 100), ("transfer", 2, 1, 100)),
+        (("transfer", 1, 2, 100), ("withdraw", 1, 100)),
         (("withdraw", 1, DEMO + 1), ("withdraw", 1, 5)),
     ],
-    ids=["amount", "account", "op", "counterparty", "direction", "after-a-rejection"],
+    ids=["amount", "op", "counterparty", "transfer-then-withdraw", "after-a-rejection"],
 )
 def test_a_key_with_other_parameters_is_key_reused(
     harness: LedgerHarness, first: tuple[object, ...], second: tuple[object, ...]
@@ -225,6 +225,43 @@ def test_a_key_with_other_parameters_is_key_reused(
         harness.run(getattr(ledger, str(op))(*args, key="k"))
     assert balances(harness, ledger) == before
     assert harness.run(ledger.stats()).total == 2  # key_reused counts as a failed request
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (("deposit", 1, 100), ("deposit", 2, 100)),
+        (("deposit", 1, 100), ("deposit", 2, 777)),
+        (("withdraw", 1, 100), ("deposit", 2, 100)),
+        (("transfer", 1, 2, 100), ("transfer", 2, 1, 100)),
+        (("withdraw", 1, DEMO + 1), ("transfer", 3, 1, 5)),
+    ],
+    ids=["same-request", "other-amount", "other-op", "opposite-transfer", "after-a-rejection"],
+)
+def test_keys_are_per_account(
+    harness: LedgerHarness, first: tuple[object, ...], second: tuple[object, ...]
+) -> None:
+    # One customer's key is no business of another's: no key_reused (an oracle of what
+    # other customers did), no replay of someone else's receipt; both apply, and each
+    # key keeps replaying for its own account.
+    ledger = harness.open()
+    op1, *args1 = first
+    op2, *args2 = second
+    call1 = getattr(ledger, str(op1))
+    call2 = getattr(ledger, str(op2))
+    try:
+        first_ok = not harness.run(call1(*args1, key="shared")).replayed
+    except InsufficientFunds:
+        first_ok = False
+    receipt = harness.run(call2(*args2, key="shared"))
+    assert (receipt.replayed, receipt.account) == (False, args2[0])
+    assert harness.run(call2(*args2, key="shared")) == dataclasses.replace(receipt, replayed=True)
+    if first_ok:
+        assert harness.run(call1(*args1, key="shared")).replayed
+    else:
+        assert type(rejection(harness, call1(*args1, key="shared"))) is InsufficientFunds
+    assert harness.run(ledger.stats()) == Stats(2, 1 + first_ok, 1 - first_ok)
+    assert harness.run(ledger.verify()).ok
 
 
 def test_a_successful_retry_is_replayed_with_the_original_receipt(harness: LedgerHarness) -> None:
@@ -365,6 +402,87 @@ def test_everything_is_still_there_after_reopening(harness: LedgerHarness) -> No
     assert harness.run(ledger.verify()).ok
 
 
+SCHEMA_1_LEDGER = [
+    # What the code of schema 1 wrote: accounts 1 and 2 (100.00 each), then account 1's
+    # deposit "k1" of 1.00 and transfer "t" of 2.50 to account 2, and account 2's
+    # refused withdrawal "k3". One namespace of keys: "k1" was then taken for everyone.
+    "INSERT INTO accounts (id, kind, name, balance_cents, pin_hash, created_at) VALUES"
+    " (1, 'customer', 'Ada', 9850, ?, 1), (2, 'customer', 'Bob', 10250, ?, 1)",
+    "INSERT INTO requests (key, fingerprint, op, account_id, counterparty_id, amount_cents,"
+    " error_code, error_message, created_at) VALUES"
+    " (NULL, NULL, 'deposit', 1, NULL, 10000, NULL, NULL, 1),"
+    " (NULL, NULL, 'deposit', 2, NULL, 10000, NULL, NULL, 1),"
+    " ('k1', 'deposit:1::100', 'deposit', 1, NULL, 100, NULL, NULL, 2),"
+    " ('t', 'transfer:1:2:250', 'transfer', 1, 2, 250, NULL, NULL, 3),"
+    " ('k3', 'withdraw:2::99999', 'withdraw', 2, NULL, 99999, 'insufficient_funds',"
+    " 'insufficient funds', 4)",
+    "INSERT INTO entries (account_id, request_id, amount_cents, balance_after_cents) VALUES"
+    " (1, 1, 10000, 10000), (0, 1, -10000, NULL), (2, 2, 10000, 10000), (0, 2, -10000, NULL),"
+    " (1, 3, 100, 10100), (0, 3, -100, NULL), (1, 4, -250, 9850), (2, 4, 250, 10250)",
+    "UPDATE stats SET successful = 2, failed = 2",
+]
+
+
+def write_schema_1_ledger(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database as the code of schema 1 left it (``SCHEMA_1_LEDGER``)."""
+    from socklab.ledger import pins, postgres_store, sqlite, sqlite_store
+
+    for store in (sqlite_store, postgres_store):
+        monkeypatch.setattr(store, "migrations", lambda m=store.migrations: m()[:1])
+    pin_hash = pins.hash_pin("1234")
+    if url.startswith("sqlite"):
+        conn = sqlite_store.connect(sqlite.sqlite_path_from_url(url))
+        try:
+            assert sqlite_store.migrate(conn) == 1
+            conn.execute("BEGIN")
+            for sql in SCHEMA_1_LEDGER:
+                conn.execute(sql, (pin_hash, pin_hash) if "?" in sql else ())
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+    else:
+        import psycopg
+
+        async def write() -> None:
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                assert await postgres_store.migrate(conn) == 1
+                async with conn.transaction():
+                    for sql in SCHEMA_1_LEDGER:
+                        params = (pin_hash, pin_hash) if "?" in sql else ()
+                        await conn.execute(sql.replace("?", "%s"), params)  # type: ignore[arg-type]
+
+        asyncio.run(write())
+    monkeypatch.undo()
+
+
+def test_a_ledger_of_the_first_schema_migrates_and_keeps_its_keys(
+    harness: LedgerHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_schema_1_ledger(harness.url, monkeypatch)
+    ledger = harness.open(demo=False)  # migrates to the current schema
+    assert harness.run(ledger.verify()).ok
+    before = harness.run(ledger.stats())
+    assert before == Stats(4, 2, 2)
+    # Exactly once still holds for every stored key, in the account that used it.
+    assert harness.run(ledger.deposit(1, 100, key="k1")) == Receipt(
+        "k1", "deposit", 1, None, 100, 10100, 3, replayed=True
+    )
+    assert harness.run(ledger.transfer(1, 2, 250, key="t")) == Receipt(
+        "t", "transfer", 1, 2, 250, 9850, 4, replayed=True
+    )
+    assert type(rejection(harness, ledger.withdraw(2, 99999, key="k3"))) is InsufficientFunds
+    assert type(rejection(harness, ledger.deposit(1, 101, key="k1"))) is KeyReused
+    assert harness.run(ledger.stats()) == Stats(5, 2, 3)  # replays count once, as before
+    # Other accounts now have keys of their own.
+    fresh = harness.run(ledger.deposit(2, 100, key="k1"))
+    assert (fresh.replayed, fresh.posting_id > 5, fresh.balance_cents) == (False, True, 10350)
+    assert harness.run(ledger.deposit(2, 100, key="k1")).replayed
+    assert harness.run(ledger.stats()) == Stats(6, 3, 3)
+    assert [p.key for p in harness.run(ledger.statement(1))] == ["t", "k1", None]
+    assert harness.run(ledger.authenticate(1, "1234", client="a")).name == "Ada"
+    assert harness.run(ledger.verify()).ok
+
+
 # --- PINs -----------------------------------------------------------------------------
 
 
@@ -379,15 +497,117 @@ def test_unknown_accounts_and_wrong_pins_fail_alike(harness: LedgerHarness) -> N
 
 
 def test_lockout_after_repeated_failures_then_it_expires(harness: LedgerHarness) -> None:
-    ledger = harness.open(FAST)  # 3 failures, 0.5 s
+    clock = FakeClock()
+    ledger = harness.open(fast(clock))  # 3 failures, 60 s
     for _ in range(3):
         with pytest.raises(AuthFailed):
             harness.run(ledger.authenticate(1, "0000"))
     with pytest.raises(AccountLocked):
         harness.run(ledger.authenticate(1, "1234"))  # the right PIN, but locked
     assert harness.run(ledger.authenticate(2, "1234")).id == 2  # others are not locked
-    time.sleep(0.6)
+    clock.advance(59.5)
+    with pytest.raises(AccountLocked, match="in 1 s"):
+        harness.run(ledger.authenticate(1, "1234"))
+    clock.advance(0.5)
     assert harness.run(ledger.authenticate(1, "1234")).id == 1
+
+
+def test_wrong_pins_from_one_address_do_not_lock_the_others_out(
+    harness: LedgerHarness,
+) -> None:
+    # Five requests from anywhere used to lock any account for everyone: a free denial
+    # of service. Now an address locks the account for itself only.
+    clock = FakeClock()
+    ledger = harness.open(fast(clock))
+    for _ in range(3):
+        with pytest.raises(AuthFailed):
+            harness.run(ledger.authenticate(1, "0000", client="203.0.113.9"))
+    for _ in range(2):
+        with pytest.raises(AccountLocked, match="from your address"):
+            harness.run(ledger.authenticate(1, "1234", client="203.0.113.9"))
+    assert harness.run(ledger.authenticate(1, "1234", client="198.51.100.7")).id == 1
+    assert harness.run(ledger.authenticate(1, "1234")).id == 1
+    # The attacker's lock outlives the owner's successes elsewhere, and then expires.
+    with pytest.raises(AccountLocked):
+        harness.run(ledger.authenticate(1, "1234", client="203.0.113.9"))
+    clock.advance(60)
+    assert harness.run(ledger.authenticate(1, "1234", client="203.0.113.9")).id == 1
+
+
+def test_an_address_is_forgiven_after_a_quiet_period(harness: LedgerHarness) -> None:
+    clock = FakeClock()
+    ledger = harness.open(fast(clock))
+    for _ in range(2):
+        with pytest.raises(AuthFailed):
+            harness.run(ledger.authenticate(1, "0000", client="a"))
+    clock.advance(60)  # lockout_s after the last failure: the count starts again
+    for _ in range(2):
+        with pytest.raises(AuthFailed):
+            harness.run(ledger.authenticate(1, "0000", client="a"))
+    with pytest.raises(AuthFailed):  # the third in a row within the window locks
+        harness.run(ledger.authenticate(1, "0000", client="a"))
+    with pytest.raises(AccountLocked):
+        harness.run(ledger.authenticate(1, "1234", client="a"))
+
+
+def test_many_addresses_together_lock_the_account_for_everyone(
+    harness: LedgerHarness,
+) -> None:
+    # The backstop: guessing from many addresses gets max_account_failed_logins tries,
+    # counted by every process that shares the database (two ledgers here).
+    clock = FakeClock()
+    settings = fast(clock, max_account_failed_logins=5)
+    first = harness.open(settings)
+    second = harness.open(settings, demo=False)
+    for n, ledger in enumerate([first, second, first, second, first]):
+        with pytest.raises(AuthFailed):
+            harness.run(ledger.authenticate(1, "0000", client=f"10.0.0.{n}"))
+    for ledger in (first, second):
+        with pytest.raises(AccountLocked, match="account locked"):
+            harness.run(ledger.authenticate(1, "1234", client="192.0.2.1"))
+    assert harness.run(second.authenticate(2, "1234", client="10.0.0.1")).id == 2
+    clock.advance(60)
+    assert harness.run(second.authenticate(1, "1234", client="192.0.2.1")).id == 1
+
+
+def test_the_backstop_counts_since_the_last_success(harness: LedgerHarness) -> None:
+    clock = FakeClock()
+    ledger = harness.open(fast(clock, max_account_failed_logins=4))
+    for n in range(3):
+        with pytest.raises(AuthFailed):
+            harness.run(ledger.authenticate(1, "0000", client=f"10.0.0.{n}"))
+    assert harness.run(ledger.authenticate(1, "1234", client="192.0.2.1")).id == 1
+    for n in range(3):
+        with pytest.raises(AuthFailed):
+            harness.run(ledger.authenticate(1, "0000", client=f"10.0.1.{n}"))
+    assert harness.run(ledger.authenticate(1, "1234", client="192.0.2.1")).id == 1
+
+
+def test_unlock_lifts_every_lock(harness: LedgerHarness) -> None:
+    clock = FakeClock()
+    ledger = harness.open(fast(clock, max_account_failed_logins=4))
+    assert harness.run(ledger.unlock(1)) is False  # nothing to lift
+    for _ in range(3):
+        with pytest.raises(AuthFailed):
+            harness.run(ledger.authenticate(1, "0000", client="a"))
+    with pytest.raises(AccountLocked):
+        harness.run(ledger.authenticate(1, "1234", client="a"))
+    with pytest.raises(AuthFailed):
+        harness.run(ledger.authenticate(1, "0000", client="b"))  # the 4th: all locked
+    with pytest.raises(AccountLocked):
+        harness.run(ledger.authenticate(1, "1234", client="c"))
+    reopened = harness.open(harness.settings, demo=False)  # another process, say
+    assert harness.run(reopened.unlock(1)) is True
+    for client in ("a", "b", "c"):
+        assert harness.run(ledger.authenticate(1, "1234", client=client)).id == 1
+    # The counts are gone too: a fresh start of 3 per address.
+    for _ in range(2):
+        with pytest.raises(AuthFailed):
+            harness.run(ledger.authenticate(1, "0000", client="a"))
+    assert harness.run(ledger.authenticate(1, "1234", client="a")).id == 1
+    for account in (0, 99, 2**70):
+        with pytest.raises(UnknownAccount):
+            harness.run(ledger.unlock(account))
 
 
 def test_a_success_resets_the_failure_count(harness: LedgerHarness) -> None:
@@ -437,14 +657,15 @@ def test_change_pin(harness: LedgerHarness) -> None:
 def test_a_pin_never_shows(harness: LedgerHarness, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     secret, other = "86420975", "13579024"
-    ledger = harness.open(FAST)
+    clock = FakeClock()
+    ledger = harness.open(fast(clock))
     account = harness.run(ledger.open_account("Ada", secret, 100))
     said = [repr(ledger), repr(account), str(account)]
     for attempt in (other, other, other, secret):
         with pytest.raises(RequestRejected) as info:
             harness.run(ledger.authenticate(account.id, attempt))
         said += [str(info.value), repr(info.value)]
-    time.sleep(0.6)
+    clock.advance(60)
     for bad_new in ("12", secret + "x"):
         with pytest.raises(InvalidRequest) as info:
             harness.run(ledger.change_pin(account.id, secret, bad_new))

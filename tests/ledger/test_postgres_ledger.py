@@ -23,6 +23,7 @@ from socklab.ledger.postgres_store import describe_dsn
 pytestmark = pytest.mark.postgres
 
 DEMO = 10_000_00
+SCHEMA_2 = "0002_keys_per_account_and_lockout_per_address.sql"
 
 
 @pytest.fixture
@@ -104,7 +105,7 @@ def test_two_processes_racing_with_one_key_for_different_requests(
         calls = []
         for _ in range(15):
             calls.append(one.transfer(1, 2, 700, key="k"))
-            calls.append(two.deposit(3, 500, key="k"))
+            calls.append(two.deposit(1, 500, key="k"))
         return await asyncio.gather(*calls, return_exceptions=True)
 
     results = runner.run(storm())
@@ -167,7 +168,7 @@ def test_migrations_are_recorded_and_applied_once(
     runner.run(opened(runner, postgres_url).close())
     runner.run(opened(runner, postgres_url).close())
     rows = query(postgres_url, "SELECT version, name FROM schema_migrations")
-    assert rows == [(1, "0001_initial.sql")]
+    assert rows == [(1, "0001_initial.sql"), (2, SCHEMA_2)]
 
 
 def test_processes_starting_at_once_migrate_once(runner: asyncio.Runner, postgres_url: str) -> None:
@@ -175,7 +176,7 @@ def test_processes_starting_at_once_migrate_once(runner: asyncio.Runner, postgre
         return await asyncio.gather(*(open_postgres_ledger(postgres_url) for _ in range(6)))
 
     ledgers = runner.run(start_many())
-    assert query(postgres_url, "SELECT COUNT(*) FROM schema_migrations") == [(1,)]
+    assert query(postgres_url, "SELECT COUNT(*) FROM schema_migrations") == [(2,)]
     assert runner.run(ledgers[0].ensure_demo_accounts())
     assert not any(runner.run(ledger.ensure_demo_accounts()) for ledger in ledgers)
     assert runner.run(ledgers[-1].deposit(1, 5, key="k")).balance_cents == DEMO + 5
@@ -466,8 +467,10 @@ def test_the_schema_backs_up_the_code(runner: asyncio.Runner, postgres_url: str)
     with pytest.raises(psycopg.errors.CheckViolation):
         query(postgres_url, "UPDATE accounts SET balance_cents = -1 WHERE id = 1")
     with pytest.raises(psycopg.errors.UniqueViolation):
-        query(postgres_url, "INSERT INTO requests (key, op, created_at)"
-              " SELECT 'k', 'deposit', 0 FROM generate_series(1, 2)")  # fmt: skip
+        query(postgres_url, "INSERT INTO requests (key, key_scope, op, created_at)"
+              " SELECT 'k', '1', 'deposit', 0 FROM generate_series(1, 2)")  # fmt: skip
+    with pytest.raises(psycopg.errors.CheckViolation):  # a key has a scope
+        query(postgres_url, "INSERT INTO requests (key, op, created_at) VALUES ('k', 'deposit', 0)")
     rows = query(postgres_url, sql.SQL("SELECT COUNT(*) FROM {}").format(sql.Identifier("stats"))
                  .as_string())  # fmt: skip
     assert rows == [(1,)]

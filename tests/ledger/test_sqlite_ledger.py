@@ -17,6 +17,7 @@ from socklab.ledger import sqlite_store as store
 from socklab.ledger.sqlite import SqliteLedger, open_sqlite_ledger, sqlite_path_from_url
 
 DEMO = 10_000_00
+SCHEMA_2 = "0002_keys_per_account_and_lockout_per_address.sql"
 
 
 @pytest.fixture
@@ -115,12 +116,12 @@ def test_the_database_is_wal_private_and_versioned(runner: asyncio.Runner, db: P
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     versions = conn.execute("SELECT version, name FROM schema_migrations").fetchall()
-    assert versions == [(1, "0001_initial.sql")]
+    assert versions == [(1, "0001_initial.sql"), (2, SCHEMA_2)]
     conn.close()
     runner.run(ledger.close())
     runner.run(opened(runner, db).close())  # reopening applies nothing twice
     conn = sqlite3.connect(db)
-    assert conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone() == (1,)
+    assert conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone() == (2,)
     conn.close()
 
 

@@ -36,8 +36,8 @@ class BankHarness:
         result: T = self.runner.run(coro)
         return result
 
-    def session(self, peer: str = "('127.0.0.1', 40000)") -> BankSession:
-        session = self.service.open_session(ConnectionInfo(peer=peer))
+    def session(self, peer: str = "('127.0.0.1', 40000)", host: str = "") -> BankSession:
+        session = self.service.open_session(ConnectionInfo(peer=peer, host=host))
         assert isinstance(session, BankSession)
         return session
 
@@ -73,13 +73,16 @@ def bank_harness(
     fail_mode: FailMode = "reject",
     rng: random.Random | int | None = None,
     settings: LedgerSettings | None = None,
+    **options: Any,
 ) -> Iterator[BankHarness]:
+    """``options``: more ``BankService`` arguments (login limits, clock, sleep)."""
     service = BankService(
         f"sqlite:///{tmp_path / 'bank.db'}",
         settings=settings,
         fail_rate=fail_rate,
         fail_mode=fail_mode,
         rng=rng,
+        **options,
     )
     with asyncio.Runner() as runner:
         runner.run(service.start())

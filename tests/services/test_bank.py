@@ -23,6 +23,7 @@ from socklab.errors import (
     NotLoggedIn,
     RequestRejected,
     SameAccount,
+    TooManyLogins,
     TransientFailure,
     UnknownAccount,
     UnknownOperation,
@@ -530,3 +531,89 @@ def test_line_money_commands_get_a_fresh_key_each(bank: BankHarness) -> None:
     assert bank.balance_cents(1) == 10_002_00
     keys = [p["key"] for p in bank.json(session, "statement", limit=2)["postings"]]
     assert len(set(keys)) == 2 and all(k.startswith("line-") for k in keys)
+
+
+# -- logins per address ---------------------------------------------------------------------
+
+
+class FakeTime:
+    """A monotonic clock that moves when told, and a sleep that only records its naps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.naps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.naps.append(seconds)
+
+
+def test_logins_over_the_rate_wait_their_turn_then_are_refused(tmp_path: Path) -> None:
+    fake = FakeTime()
+    options = {"login_burst": 2, "login_rate_per_s": 1.0, "login_max_wait_s": 2.0}
+    for bank in bank_harness(tmp_path, clock=fake.clock, sleep=fake.sleep, **options):
+        attacker, owner = "203.0.113.9", "198.51.100.7"
+        for _ in range(2):  # the burst: at once
+            with pytest.raises(AuthFailed):
+                bank.json(bank.session(host=attacker), "login", account=999, pin="0000")
+        assert fake.naps == []
+        # Over the rate: a wait that grows (the clock does not move between the two)...
+        waiting = [bank.session(host=attacker).handle_json(
+            {"op": "login", "account": 999, "pin": "0000"}
+        ) for _ in range(2)]  # fmt: skip
+        for pending in waiting:
+            with pytest.raises(AuthFailed):
+                bank.run(pending)
+        assert fake.naps == [1.0, 2.0]
+        # ... and past max_wait_s a refusal before any PIN check, for any account.
+        with pytest.raises(TooManyLogins, match="try again in 3 s"):
+            bank.json(bank.session(host=attacker), "login", account=1, pin="1234")
+        # Other addresses have their own bucket.
+        assert bank.json(bank.session(host=owner), "login", account=1, pin="1234")["account"] == 1
+        fake.now += 10
+        assert bank.json(bank.session(host=attacker), "login", account=1, pin="1234")["name"]
+
+
+def test_pin_changes_count_as_logins(tmp_path: Path) -> None:
+    fake = FakeTime()
+    options = {"login_burst": 2, "login_rate_per_s": 0.01, "login_max_wait_s": 0.0}
+    for bank in bank_harness(tmp_path, clock=fake.clock, sleep=fake.sleep, **options):
+        session = bank.session(host="203.0.113.9")
+        bank.json(session, "login", account=1, pin="1234")
+        with pytest.raises(AuthFailed):
+            bank.json(session, "change_pin", old_pin="0000", new_pin="5678")
+        with pytest.raises(TooManyLogins):
+            bank.json(session, "change_pin", old_pin="1234", new_pin="5678")
+
+
+def test_wrong_pins_lock_the_account_for_that_address_only(tmp_path: Path) -> None:
+    settings = LedgerSettings(max_failed_logins=2, lockout_s=60)
+    for bank in bank_harness(tmp_path, settings=settings):
+        for _ in range(2):
+            with pytest.raises(AuthFailed):
+                bank.json(bank.session(host="203.0.113.9"), "login", account=1, pin="0000")
+        with pytest.raises(AccountLocked, match="from your address"):
+            bank.json(bank.session(host="203.0.113.9"), "login", account=1, pin="1234")
+        owner = bank.session(host="198.51.100.7")
+        assert bank.json(owner, "login", account=1, pin="1234")["account"] == 1
+        assert bank.line(bank.session(host="198.51.100.8"), "login 1 1234").startswith("Welcome")
+
+
+def test_the_login_buckets_refill_and_forget_the_least_recent_addresses() -> None:
+    from socklab.services.bank_limits import LoginRateLimiter
+
+    fake = FakeTime()
+    limiter = LoginRateLimiter(2.0, 2, max_wait_s=0.0, clock=fake.clock, max_clients=3)
+    assert [limiter.acquire("a") for _ in range(3)] == [0.0, 0.0, None]
+    assert limiter.retry_after("a") == 0.5
+    fake.now += 0.5
+    assert [limiter.acquire("a"), limiter.acquire("a")] == [0.0, None]
+    fake.now += 10  # a full bucket, never more than the burst
+    assert [limiter.acquire("a") for _ in range(3)] == [0.0, 0.0, None]
+    for client in ("b", "c", "d"):
+        limiter.acquire(client)
+    assert len(limiter) == 3  # "a", the least recently seen, is forgotten
+    with pytest.raises(ValueError):
+        LoginRateLimiter(0.0, 1)

@@ -184,7 +184,7 @@ def test_a_locked_account_is_told_so(tmp_path: Path) -> None:
     for bank in bank_harness(tmp_path, settings=settings):
         replies = converse(bank, ["10000", "100004", "10001", "100014", "11234", "112341"])
         assert replies[:4] == [INVALID, "", INVALID, ""]
-        assert replies[4].startswith("account locked")
+        assert replies[4].startswith("too many wrong PINs for this account from your address")
         assert "try again in" in replies[4]
         assert replies[5] == NOT_IN
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import socket
 import threading
@@ -9,6 +10,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -240,3 +242,72 @@ def test_lab_dialect_over_a_socket_as_the_seed_client_frames_it(
         assert recv_until(sock, b"Error rate: 0.00\n").startswith(b"Your balance is 10002.00\n")
         send(sock, "!DISCONNECT")
         assert recv_until(sock, b"]") == b"[DISCONNECTED]"
+
+
+# -- login cost: a rate limit per address, and a bound on the hashing at once -------------
+
+
+def json_call(sock: socket.socket, request: dict[str, Any]) -> dict[str, Any]:
+    sock.sendall(json.dumps(request).encode() + b"\n")
+    reply: dict[str, Any] = json.loads(recv_until(sock))
+    return reply
+
+
+def test_logins_are_rate_limited_per_address_even_to_unknown_accounts(ledger_url: str) -> None:
+    # Each login costs a PIN hash, also for an account that does not exist (no timing
+    # oracle). Past its bucket an address is refused before any hashing.
+    service = BankService(ledger_url, login_burst=3, login_rate_per_s=0.001)
+    with running_server(service) as server, server.connect() as sock:
+        codes = [
+            json_call(sock, {"op": "login", "account": 999, "pin": "0000"})["error"]["code"]
+            for _ in range(3)
+        ]
+        assert codes == ["auth_failed"] * 3
+        refused = json_call(sock, {"op": "login", "account": 1, "pin": "1234"})
+        assert refused["error"]["code"] == "too_many_logins"
+        assert "try again in" in refused["error"]["message"]
+        with server.connect() as other:  # the same address on another connection
+            other.sendall(b"login 999 0000\n")
+            assert recv_until(other).startswith(b"ERROR too_many_logins: too many logins")
+
+
+def test_pin_hashing_runs_one_at_a_time(ledger_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 768 logins to a missing account once took 18.5 CPU-seconds in 9 s: every login's
+    # hash ran at once on the executor's threads, and other clients waited for a core.
+    from socklab.ledger import pins
+
+    real_scrypt = pins._scrypt
+    clients = 6
+    active, most = 0, 0
+    changed = threading.Condition()
+
+    def tracked(*args: Any) -> bytes:
+        nonlocal active, most
+        with changed:
+            active += 1
+            most = max(most, active)
+            changed.notify_all()
+            # Unbounded, all the logins' hashes would be here together: wait (a little)
+            # for them, so that the maximum shows it.
+            changed.wait_for(lambda: active >= clients, timeout=0.2)
+        try:
+            return real_scrypt(*args)
+        finally:
+            with changed:
+                active -= 1
+
+    service = BankService(ledger_url)
+    with running_server(service) as server:
+        monkeypatch.setattr(pins, "_scrypt", tracked)
+        socks = [server.connect() for _ in range(clients)]
+        try:
+            for n, sock in enumerate(socks):
+                account, pin = (1, "1234") if n % 2 else (999, "0000")
+                sock.sendall(json.dumps({"op": "login", "account": account, "pin": pin}).encode())
+                sock.sendall(b"\n")
+            replies = [json.loads(recv_until(sock)) for sock in socks]
+        finally:
+            for sock in socks:
+                sock.close()
+    assert [r["ok"] for r in replies] == [n % 2 == 1 for n in range(clients)]
+    assert most == 1

@@ -272,6 +272,20 @@ def statement(ctx: click.Context, account: int, limit: int, as_csv: bool) -> int
 
 
 @bank.command()
+@click.argument("account", type=click.IntRange(1))
+@click.pass_context
+def unlock(ctx: click.Context, account: int) -> int:
+    """Lift every lockout of ACCOUNT (for everyone and for each address) and forget its
+    failed logins. Works while servers run: they read the lockouts from the ledger."""
+    was_locked = with_ledger(_url(ctx), lambda ledger: ledger.unlock(account))
+    if was_locked:
+        click.echo(f"Account {account} unlocked.")
+    else:
+        click.echo(f"Account {account} was not locked; its failed logins are forgotten.")
+    return EXIT_OK
+
+
+@bank.command()
 @click.pass_context
 def stats(ctx: click.Context) -> int:
     """The bank's transaction statistics (the seed's, persisted)."""

@@ -175,14 +175,14 @@ async def serve_forever(settings: ServeSettings) -> None:
     type=click.IntRange(1),
     default=LedgerSettings().max_failed_logins,
     show_default=True,
-    help="bank: wrong PINs in a row that lock an account.",
+    help="bank: wrong PINs from one address that lock an account for that address.",
 )
 @click.option(
     "--lockout",
     type=click.FloatRange(0),
     default=LedgerSettings().lockout_s,
     show_default=True,
-    help="bank: seconds an account stays locked.",
+    help="bank: seconds an account stays locked (for one address, or for all).",
 )
 @click.option(
     "--no-group-commit",

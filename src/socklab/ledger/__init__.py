@@ -58,7 +58,9 @@ def _parse_bool(text: str) -> bool:
 URL_OPTIONS: dict[str, Callable[[str], object]] = {
     "max_amount_cents": int,
     "max_failed_logins": int,
+    "max_account_failed_logins": int,
     "lockout_s": float,
+    "pin_hash_concurrency": int,
     "group_commit": _parse_bool,
 }
 """Query options of a ledger URL: ``LedgerSettings`` field -> parser of its text."""

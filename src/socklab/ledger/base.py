@@ -26,16 +26,22 @@ by the backends so that they agree to the letter.
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from socklab.errors import (
+    AccountLocked,
+    AuthFailed,
     InvalidAmount,
     InvalidRequest,
     RequestRejected,
     SameAccount,
     UnknownAccount,
 )
+from socklab.money import format_cents
 
 AccountId = int
 Op = Literal["deposit", "withdraw", "transfer"]
@@ -131,17 +137,31 @@ class VerifyReport:
 class LedgerSettings:
     max_amount_cents: int = 1_000_000_00
     max_failed_logins: int = 5
+    """Wrong PINs for one account from one client address (within ``lockout_s`` of each
+    other) that lock that account for that address only."""
+    max_account_failed_logins: int = 100
+    """Wrong PINs for one account from all addresses together (since its last successful
+    login or unlock) that lock the account for everyone: the backstop against guessing
+    from many addresses."""
     lockout_s: float = 900.0
     group_commit: bool = True
     """One transaction for all pending postings (True) or one per posting (False)."""
+    pin_hash_concurrency: int = 1
+    """PIN hashes (about 30 ms of CPU each) computed at once per process; more wait."""
+    clock: Callable[[], float] = field(default=time.time, compare=False, repr=False)
+    """Unix seconds: lockouts and timestamps (injected by tests)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.max_amount_cents <= INT64_MAX // 1024:
             raise ValueError("max_amount_cents must be positive and sane")
         if self.max_failed_logins < 1:
             raise ValueError("max_failed_logins must be at least 1")
+        if self.max_account_failed_logins < 1:
+            raise ValueError("max_account_failed_logins must be at least 1")
         if self.lockout_s < 0:
             raise ValueError("lockout_s must not be negative")
+        if self.pin_hash_concurrency < 1:
+            raise ValueError("pin_hash_concurrency must be at least 1")
 
 
 class Ledger(Protocol):
@@ -159,19 +179,29 @@ class Ledger(Protocol):
         10000.00 each). Returns True if it created them."""
         ...
 
-    async def authenticate(self, account: AccountId, pin: str) -> Account:
-        """Check a PIN. Raises ``AuthFailed`` (also for an unknown account, with the same
-        message, so that existence is not revealed), ``AccountLocked`` (also for the right
-        PIN while locked).
+    async def authenticate(self, account: AccountId, pin: str, *, client: str = "") -> Account:
+        """Check a PIN tried from the address ``client``. Raises ``AuthFailed`` (also for
+        an unknown account, with the same message and cost, so that existence is not
+        revealed), ``AccountLocked`` (also for the right PIN while locked).
 
-        A wrong PIN raises ``AuthFailed``; the ``max_failed_logins``-th in a row locks the
-        account for ``lockout_s`` (persisted) and resets the count; a success resets it.
-        Concurrent attempts are settled one at a time, so that parallel guessing gets no
-        more tries than serial guessing."""
+        The lockout policy (``decide_login``, persisted, shared by every process on the
+        database): the ``max_failed_logins``-th wrong PIN from one ``client`` locks the
+        account for that client only, for ``lockout_s``; the
+        ``max_account_failed_logins``-th from all clients together locks it for everyone.
+        A success resets the account's count and that client's. Concurrent attempts are
+        settled one at a time, so that parallel guessing gets no more tries than serial
+        guessing."""
         ...
 
-    async def change_pin(self, account: AccountId, old_pin: str, new_pin: str) -> None:
+    async def change_pin(
+        self, account: AccountId, old_pin: str, new_pin: str, *, client: str = ""
+    ) -> None:
         """Raises ``InvalidRequest`` (bad new PIN format), and what ``authenticate`` raises."""
+        ...
+
+    async def unlock(self, account: AccountId) -> bool:
+        """Lift every lockout of ``account`` and forget its failed logins (from every
+        address). Returns whether anything was locked. Raises ``UnknownAccount``."""
         ...
 
     async def get_account(self, account: AccountId) -> Account:
@@ -251,7 +281,22 @@ def fits_int64(value: object) -> bool:
 def check_amount(amount_cents: object, max_amount_cents: int) -> None:
     """Raises ``InvalidAmount`` unless ``0 < amount_cents <= max_amount_cents``."""
     if type(amount_cents) is not int or not 0 < amount_cents <= max_amount_cents:
-        raise InvalidAmount(f"the amount must be more than 0 and at most {max_amount_cents} cents")
+        raise InvalidAmount(
+            f"the amount must be more than 0 and at most {format_cents(max_amount_cents)}"
+        )
+
+
+def check_opening_deposit(deposit_cents: object, max_amount_cents: int) -> None:
+    """Raises ``InvalidAmount`` unless ``0 <= deposit_cents <= max_amount_cents``."""
+    if type(deposit_cents) is not int or not 0 <= deposit_cents <= max_amount_cents:
+        raise InvalidAmount(f"an opening deposit must be 0.00 to {format_cents(max_amount_cents)}")
+
+
+def key_scope(account: object) -> str:
+    """The namespace of an idempotency key: the account the request is made on (as text,
+    so that ids which cannot be accounts still have one). Keys of different accounts
+    never meet: one customer's key tells nothing about another's."""
+    return str(account)
 
 
 def precheck(
@@ -287,10 +332,13 @@ class KeyedRequest:
     amount_cents: int
     key: str
     fingerprint: str = field(init=False)
+    scope: str = field(init=False)
+    """``key_scope(account)``: keys are unique per account."""
 
     def __post_init__(self) -> None:
         fp = fingerprint(self.op, self.account, self.counterparty, self.amount_cents)
         object.__setattr__(self, "fingerprint", fp)
+        object.__setattr__(self, "scope", key_scope(self.account))
 
 
 class KeyedPostings:
@@ -309,3 +357,80 @@ class KeyedPostings:
         self, src: AccountId, dst: AccountId, amount_cents: int, *, key: str
     ) -> Receipt:
         return await self._post(KeyedRequest("transfer", src, dst, amount_cents, key))
+
+
+# --- the lockout policy, shared by the backends ----------------------------------------
+
+WRONG_PIN = "wrong account number or PIN"
+
+
+@dataclass(frozen=True, slots=True)
+class LoginState:
+    """The lockout counters of one account and one client address, as stored."""
+
+    account_failures: int = 0
+    account_locked_until: float = 0.0
+    client_failures: int = 0
+    client_locked_until: float = 0.0
+    client_last_failure: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class LoginVerdict:
+    """What to store after a PIN check (``state``), and the error to raise, if any."""
+
+    state: LoginState
+    error: RequestRejected | None
+    locked: Literal["account", "client"] | None = None
+    """What this attempt has just locked, for the log."""
+
+
+def locked_error(state: LoginState, now: float) -> AccountLocked | None:
+    """The refusal for a locked account or client, or ``None``: checked before hashing."""
+    if state.account_locked_until > now:
+        wait_s = max(1, math.ceil(state.account_locked_until - now))
+        return AccountLocked(f"account locked after too many wrong PINs; try again in {wait_s} s")
+    if state.client_locked_until > now:
+        wait_s = max(1, math.ceil(state.client_locked_until - now))
+        return AccountLocked(
+            f"too many wrong PINs for this account from your address; try again in {wait_s} s"
+        )
+    return None
+
+
+def decide_login(
+    state: LoginState, is_match: bool, settings: LedgerSettings, now: float
+) -> LoginVerdict:
+    """The lockout policy (docs/bank.md, "Lockout"): the new counters after an attempt.
+
+    - Locked (the account, or the account for this client): refused, nothing counted.
+    - Right PIN: the account's count and this client's are reset.
+    - Wrong PIN: both counts grow. The client's count starts again when its last failure
+      is older than ``lockout_s``. At ``max_account_failed_logins`` the account is locked
+      for everyone; else at ``max_failed_logins`` for this client. A lock resets the
+      count that caused it.
+    """
+    error = locked_error(state, now)
+    if error is not None:
+        return LoginVerdict(state, error)
+    if is_match:
+        return LoginVerdict(LoginState(), None)
+    client_failures = state.client_failures
+    if state.client_last_failure + settings.lockout_s <= now:
+        client_failures = 0  # a quiet period forgives this client's old mistakes
+    client_failures += 1
+    account_failures = state.account_failures + 1
+    locked: Literal["account", "client"] | None = None
+    account_locked_until = client_locked_until = 0.0
+    if account_failures >= settings.max_account_failed_logins:
+        account_failures, client_failures = 0, 0
+        account_locked_until = now + settings.lockout_s
+        locked = "account"
+    elif client_failures >= settings.max_failed_logins:
+        client_failures = 0
+        client_locked_until = now + settings.lockout_s
+        locked = "client"
+    new = LoginState(
+        account_failures, account_locked_until, client_failures, client_locked_until, now
+    )
+    return LoginVerdict(new, AuthFailed(WRONG_PIN), locked)

@@ -1,13 +1,16 @@
 """PINs: format check, salted scrypt hash, constant-time verification.
 
 Hashing costs ~30 ms of CPU on purpose (an offline guesser pays it too), so callers run
-these functions in a thread, never on the event loop. A PIN never leaves this module in
+these functions in a thread, never on the event loop, through a ``PinHasher``: it bounds
+the hashes computed at once, so that a flood of logins cannot take every core from the
+event loop and the other clients. A PIN never leaves this module in
 a message, a log line or a repr; the stored form is ``scrypt$n$r$p$salt_hex$hash_hex``,
 so the cost can be raised later without invalidating stored hashes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import os
@@ -74,3 +77,23 @@ def verify_pin(pin: object, stored: str | None) -> bool:
     except ValueError:
         return False
     return hmac.compare_digest(actual, expected) and usable and isinstance(pin, str)
+
+
+class PinHasher:
+    """``hash_pin`` and ``verify_pin`` in threads, at most ``concurrency`` at once; the
+    others wait their turn (in order). Create it on the event loop that uses it."""
+
+    def __init__(self, concurrency: int) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._slots = asyncio.Semaphore(concurrency)
+
+    async def hash(self, pin: str) -> str:
+        """``hash_pin(pin)`` in a thread."""
+        async with self._slots:
+            return await asyncio.to_thread(hash_pin, pin)
+
+    async def verify(self, pin: object, stored: str | None) -> bool:
+        """``verify_pin(pin, stored)`` in a thread (as slow for ``stored=None``)."""
+        async with self._slots:
+            return await asyncio.to_thread(verify_pin, pin, stored)

@@ -27,8 +27,11 @@ How this works:
   (unknown account, overflow, funds) in SQL, in the order of ``sqlite_store.move_money``.
 - Reads take a pooled connection each, except ``stats()``, which the bank service calls
   after every transaction: concurrent calls share one query.
-- PIN hashing runs in threads; a login's verdict is settled in a transaction holding the
-  account's row lock, so concurrent guesses are counted one after the other.
+- PIN hashing runs in threads, at most ``pin_hash_concurrency`` at once per process; a
+  login's verdict (``base.decide_login``) is settled in a transaction holding the
+  account's row lock, so concurrent guesses, from every process, are counted one after
+  the other. The lockout counters are rows (``accounts``, ``login_failures``): every
+  process sees the same.
 - Migrations: ``schema_pg/NNNN_name.sql``, applied in order under a transaction-level
   advisory lock (per schema), recorded in ``schema_migrations``; processes starting at
   once wait for each other and the later ones find the work done.
@@ -40,7 +43,6 @@ import asyncio
 import contextlib
 import logging
 import select
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +52,7 @@ from psycopg import AsyncConnection, errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
-from socklab.errors import InvalidAmount, RequestRejected, StorageError
+from socklab.errors import RequestRejected, StorageError
 from socklab.ledger import pins
 from socklab.ledger import postgres_store as store
 from socklab.ledger.base import (
@@ -65,14 +67,16 @@ from socklab.ledger.base import (
     Receipt,
     Stats,
     VerifyReport,
+    check_opening_deposit,
     fits_int64,
+    locked_error,
     precheck,
     unknown_account,
     validate_key,
     validate_name,
 )
 from socklab.ledger.postgres_store import Conn
-from socklab.ledger.sqlite_store import MAX_STATEMENT, locked_error, wrong_pin
+from socklab.ledger.sqlite_store import MAX_STATEMENT, wrong_pin
 
 __all__ = ["PostgresLedger", "open_postgres_ledger"]
 
@@ -114,6 +118,7 @@ class PostgresLedger(KeyedPostings):
         self._settings = settings
         self._where = where
         self._closed = False
+        self._hasher = pins.PinHasher(settings.pin_hash_concurrency)
         self._pending: list[_Pending] = []
         self._wakeup = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -227,62 +232,63 @@ class PostgresLedger(KeyedPostings):
     async def open_account(self, name: str, pin: str, deposit_cents: int = 0) -> Account:
         name = validate_name(name)
         pins.check_pin_format(pin)
-        maximum = self._settings.max_amount_cents
-        if type(deposit_cents) is not int or not 0 <= deposit_cents <= maximum:
-            raise InvalidAmount(f"an opening deposit must be 0 to {maximum} cents")
-        pin_hash = await asyncio.to_thread(pins.hash_pin, pin)
+        check_opening_deposit(deposit_cents, self._settings.max_amount_cents)
+        pin_hash = await self._hasher.hash(pin)
         async with self._connection() as conn:
             return await store.create_account(
-                conn, None, name, pin_hash, deposit_cents, time.time()
+                conn, None, name, pin_hash, deposit_cents, self._settings.clock()
             )
 
     async def ensure_demo_accounts(self) -> bool:
         async with self._connection() as conn:
             if await store.has_customers(conn):
                 return False
-        hashes = await asyncio.gather(
-            *(asyncio.to_thread(pins.hash_pin, DEMO_PIN) for _ in DEMO_NAMES)
-        )
+        hashes = await asyncio.gather(*(self._hasher.hash(DEMO_PIN) for _ in DEMO_NAMES))
         async with self._connection() as conn, conn.transaction():
-            is_created = await store.create_demo_accounts(conn, hashes, time.time())
+            is_created = await store.create_demo_accounts(conn, hashes, self._settings.clock())
         if is_created:
             log.info("created the demo accounts 1 to %d", len(DEMO_NAMES))
         return is_created
 
-    async def authenticate(self, account: AccountId, pin: str) -> Account:
-        pin_hash, locked_until = None, 0.0
+    async def authenticate(self, account: AccountId, pin: str, *, client: str = "") -> Account:
+        found = None
         if fits_int64(account):
             async with self._connection() as conn:
-                state = await store.login_state(conn, account)
-            if state is not None:
-                pin_hash, locked_until = state
-        if pin_hash is None:
-            await asyncio.to_thread(pins.verify_pin, pin, None)  # as slow as a real check
+                found = await store.login_state(conn, account, client)
+        pin_hash, state = found if found is not None else (None, None)
+        if pin_hash is None or state is None:
+            await self._hasher.verify(pin, None)  # as slow as a real check
             raise wrong_pin()
-        now = time.time()
-        if locked_until > now:  # refused before hashing: a locked account costs no CPU
-            raise locked_error(locked_until, now)
-        is_match = await asyncio.to_thread(pins.verify_pin, pin, pin_hash)
+        locked = locked_error(state, self._settings.clock())
+        if locked is not None:  # refused before hashing: a locked account costs no CPU
+            raise locked
+        is_match = await self._hasher.verify(pin, pin_hash)
         async with self._connection() as conn, conn.transaction():
             outcome = await store.settle_login(
-                conn,
-                account,
-                pin_hash,
-                is_match,
-                max_failed_logins=self._settings.max_failed_logins,
-                lockout_s=self._settings.lockout_s,
-                now=time.time(),
+                conn, account, client, pin_hash, is_match, self._settings, self._settings.clock()
             )
         if isinstance(outcome, RequestRejected):
             raise outcome
         return outcome
 
-    async def change_pin(self, account: AccountId, old_pin: str, new_pin: str) -> None:
+    async def change_pin(
+        self, account: AccountId, old_pin: str, new_pin: str, *, client: str = ""
+    ) -> None:
         pins.check_pin_format(new_pin)
-        await self.authenticate(account, old_pin)
-        new_hash = await asyncio.to_thread(pins.hash_pin, new_pin)
+        await self.authenticate(account, old_pin, client=client)
+        new_hash = await self._hasher.hash(new_pin)
         async with self._connection() as conn:
             await store.set_pin_hash(conn, account, new_hash)
+
+    async def unlock(self, account: AccountId) -> bool:
+        was_locked = None
+        if fits_int64(account):
+            async with self._connection() as conn, conn.transaction():
+                was_locked = await store.unlock(conn, account, self._settings.clock())
+        if was_locked is None:
+            raise unknown_account(account)
+        log.info("account %s unlocked (was locked: %s)", account, was_locked)
+        return was_locked
 
     # --- reads --------------------------------------------------------------------
 

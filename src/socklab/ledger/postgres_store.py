@@ -25,13 +25,17 @@ from socklab.ledger.base import (
     DEMO_NAMES,
     Account,
     KeyedRequest,
+    LedgerSettings,
+    LoginState,
     Posting,
     Receipt,
     Stats,
     VerifyReport,
+    decide_login,
     fits_int64,
+    locked_error,
 )
-from socklab.ledger.sqlite_store import VAULT_ID, locked_error, wrong_pin
+from socklab.ledger.sqlite_store import VAULT_ID, log_lock, wrong_pin
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +148,7 @@ async def post_batch(
         [
             {
                 "k": req.key,
+                "s": req.scope,
                 "f": req.fingerprint,
                 "o": req.op,
                 # Prechecked: a value that does not fit in 64 bits comes with a
@@ -224,17 +229,17 @@ async def has_customers(conn: Conn) -> bool:
 async def settle_login(
     conn: Conn,
     account: int,
+    client: str,
     checked_hash: str,
     is_match: bool,
-    *,
-    max_failed_logins: int,
-    lockout_s: float,
+    settings: LedgerSettings,
     now: float,
 ) -> Account | RequestRejected:
-    """Apply the verdict of a PIN check made against ``checked_hash``. Run it in a
-    transaction: it holds the account's row lock until the commit, so concurrent attempts
-    (from any process) are counted in turn, and none succeeds once the failures before it
-    have locked the account. (``sqlite_store.settle_login``, in PostgreSQL.)"""
+    """Apply the verdict of a PIN check made against ``checked_hash`` (``decide_login``).
+    Run it in a transaction: it holds the account's row lock until the commit, so
+    concurrent attempts (from any process) are counted in turn, and none succeeds once the
+    failures before it have locked the account. (``sqlite_store.settle_login``, in
+    PostgreSQL.)"""
     row = await fetchone(
         conn,
         "SELECT name, balance_cents, pin_hash, failed_logins, locked_until FROM accounts"
@@ -244,31 +249,65 @@ async def settle_login(
     if row is None:
         return wrong_pin()
     name, balance, pin_hash, failed_logins, locked_until = row
-    if locked_until > now:
-        return locked_error(locked_until, now)
+    client_row = await fetchone(
+        conn,
+        "SELECT failures, locked_until, last_failure_at FROM login_failures"
+        " WHERE account_id = %s AND client = %s",
+        (account, client),
+    )
+    state = LoginState(failed_logins, locked_until, *(client_row or (0, 0.0, 0.0)))
     if pin_hash != checked_hash:  # the PIN changed while this attempt was being checked
-        return wrong_pin()
-    if is_match:
-        if failed_logins:
-            await conn.execute(
-                "UPDATE accounts SET failed_logins = 0, locked_until = 0 WHERE id = %s",
-                (account,),
-            )
-        return Account(account, name, balance)
-    failed_logins += 1
-    if failed_logins >= max_failed_logins:
+        return locked_error(state, now) or wrong_pin()
+    verdict = decide_login(state, is_match, settings, now)
+    if verdict.state != state:
+        await store_login_counters(conn, account, client, verdict.state)
+    if verdict.locked is not None:
+        log_lock(account, client, verdict.locked, settings)
+    if verdict.error is not None:
+        return verdict.error
+    return Account(account, name, balance)
+
+
+async def store_login_counters(conn: Conn, account: int, client: str, state: LoginState) -> None:
+    await conn.execute(
+        "UPDATE accounts SET failed_logins = %s, locked_until = %s WHERE id = %s",
+        (state.account_failures, state.account_locked_until, account),
+    )
+    if state.client_failures or state.client_locked_until or state.client_last_failure:
         await conn.execute(
-            "UPDATE accounts SET failed_logins = 0, locked_until = %s WHERE id = %s",
-            (now + lockout_s, account),
-        )
-        log.warning(
-            "account %s locked for %.0f s after %d failed logins", account, lockout_s, failed_logins
-        )
+            "INSERT INTO login_failures (account_id, client, failures, last_failure_at,"
+            " locked_until) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (account_id, client)"
+            " DO UPDATE SET failures = excluded.failures,"
+            " last_failure_at = excluded.last_failure_at, locked_until = excluded.locked_until",
+            (account, client, state.client_failures, state.client_last_failure,
+             state.client_locked_until),
+        )  # fmt: skip
     else:
         await conn.execute(
-            "UPDATE accounts SET failed_logins = %s WHERE id = %s", (failed_logins, account)
+            "DELETE FROM login_failures WHERE account_id = %s AND client = %s", (account, client)
         )
-    return wrong_pin()
+
+
+async def unlock(conn: Conn, account: int, now: float) -> bool | None:
+    """Lift every lockout of ``account``; None if it is not a customer. Returns whether it
+    was locked. Run it in a transaction (it takes the account's row lock, as logins do)."""
+    row = await fetchone(
+        conn,
+        "SELECT locked_until FROM accounts WHERE id = %s AND kind = 'customer' FOR UPDATE",
+        (account,),
+    )
+    if row is None:
+        return None
+    (locked,) = await fetchone(
+        conn,
+        "SELECT COUNT(*) FROM login_failures WHERE account_id = %s AND locked_until > %s",
+        (account, now),
+    )
+    await conn.execute(
+        "UPDATE accounts SET failed_logins = 0, locked_until = 0 WHERE id = %s", (account,)
+    )
+    await conn.execute("DELETE FROM login_failures WHERE account_id = %s", (account,))
+    return bool(row[0] > now or locked)
 
 
 async def set_pin_hash(conn: Conn, account: int, pin_hash: str) -> None:
@@ -280,14 +319,19 @@ async def set_pin_hash(conn: Conn, account: int, pin_hash: str) -> None:
 # --- reads --------------------------------------------------------------------------
 
 
-async def login_state(conn: Conn, account: int) -> tuple[str | None, float] | None:
-    """(PIN hash, locked until) of a customer, or None."""
+async def login_state(
+    conn: Conn, account: int, client: str
+) -> tuple[str | None, LoginState] | None:
+    """(PIN hash, lockout counters for ``client``) of a customer, or None."""
     row = await fetchone(
         conn,
-        "SELECT pin_hash, locked_until FROM accounts WHERE id = %s AND kind = 'customer'",
-        (account,),
+        "SELECT a.pin_hash, a.failed_logins, a.locked_until, COALESCE(f.failures, 0),"
+        " COALESCE(f.locked_until, 0), COALESCE(f.last_failure_at, 0) FROM accounts a"
+        " LEFT JOIN login_failures f ON f.account_id = a.id AND f.client = %s"
+        " WHERE a.id = %s AND a.kind = 'customer'",
+        (client, account),
     )
-    return None if row is None else (row[0], row[1])
+    return None if row is None else (row[0], LoginState(*row[1:]))
 
 
 async def get_account(conn: Conn, account: int) -> Account | None:

@@ -17,7 +17,10 @@ How this works:
 - Reads run the same way on a reader thread with a second connection, in batches but
   without a transaction (WAL readers do not wait for the writer). An in-memory database
   has a single connection, so there reads are writer jobs.
-- PIN hashing (slow on purpose) runs in the default executor, never in the writer.
+- PIN hashing (slow on purpose) runs in the default executor, never in the writer, at
+  most ``pin_hash_concurrency`` at once (``pins.PinHasher``).
+- Lockout counters (``base.decide_login``) are rows of the database, so every process
+  sharing the file sees and counts the same failures.
 """
 
 from __future__ import annotations
@@ -28,12 +31,11 @@ import logging
 import queue
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from socklab.errors import InvalidAmount, RequestRejected, StorageError
+from socklab.errors import RequestRejected, StorageError
 from socklab.ledger import pins
 from socklab.ledger import sqlite_store as store
 from socklab.ledger.base import (
@@ -49,7 +51,9 @@ from socklab.ledger.base import (
     Receipt,
     Stats,
     VerifyReport,
+    check_opening_deposit,
     fits_int64,
+    locked_error,
     unknown_account,
     validate_key,
     validate_name,
@@ -164,6 +168,7 @@ class SqliteLedger(KeyedPostings):
         self._path = path
         self._settings = settings
         self._closed = False
+        self._hasher = pins.PinHasher(settings.pin_hash_concurrency)
         self._committed_stats: Stats | None = None
         # Request counts of the batch being written; only the writer thread touches them.
         self._successful = 0
@@ -257,27 +262,22 @@ class SqliteLedger(KeyedPostings):
     async def open_account(self, name: str, pin: str, deposit_cents: int = 0) -> Account:
         name = validate_name(name)
         pins.check_pin_format(pin)
-        maximum = self._settings.max_amount_cents
-        if type(deposit_cents) is not int or not 0 <= deposit_cents <= maximum:
-            raise InvalidAmount(f"an opening deposit must be 0 to {maximum} cents")
-        pin_hash = await asyncio.to_thread(pins.hash_pin, pin)
+        check_opening_deposit(deposit_cents, self._settings.max_amount_cents)
+        pin_hash = await self._hasher.hash(pin)
+        now = self._settings.clock()
         return await self._write(
-            lambda conn: store.create_account(
-                conn, None, name, pin_hash, deposit_cents, time.time()
-            )
+            lambda conn: store.create_account(conn, None, name, pin_hash, deposit_cents, now)
         )
 
     async def ensure_demo_accounts(self) -> bool:
         if await self._read(store.has_customers):
             return False
-        hashes = await asyncio.gather(
-            *(asyncio.to_thread(pins.hash_pin, DEMO_PIN) for _ in DEMO_NAMES)
-        )
+        hashes = await asyncio.gather(*(self._hasher.hash(DEMO_PIN) for _ in DEMO_NAMES))
+        now = self._settings.clock()
 
         def create(conn: sqlite3.Connection) -> bool:
             if store.has_customers(conn):
                 return False
-            now = time.time()
             for number, (name, pin_hash) in enumerate(zip(DEMO_NAMES, hashes, strict=True), 1):
                 store.create_account(conn, number, name, pin_hash, DEMO_BALANCE_CENTS, now)
             return True
@@ -287,37 +287,42 @@ class SqliteLedger(KeyedPostings):
             log.debug("created the demo accounts 1 to %d", len(DEMO_NAMES))
         return is_created
 
-    async def authenticate(self, account: AccountId, pin: str) -> Account:
-        pin_hash, locked_until = None, 0.0
+    async def authenticate(self, account: AccountId, pin: str, *, client: str = "") -> Account:
+        found = None
         if fits_int64(account):
-            state = await self._read(lambda conn: store.login_state(conn, account))
-            if state is not None:
-                pin_hash, locked_until = state
-        if pin_hash is None:
-            await asyncio.to_thread(pins.verify_pin, pin, None)  # as slow as a real check
+            found = await self._read(lambda conn: store.login_state(conn, account, client))
+        pin_hash, state = found if found is not None else (None, None)
+        if pin_hash is None or state is None:
+            await self._hasher.verify(pin, None)  # as slow as a real check
             raise store.wrong_pin()
-        now = time.time()
-        if locked_until > now:  # refused before hashing: a locked account costs no CPU
-            raise store.locked_error(locked_until, now)
-        is_match = await asyncio.to_thread(pins.verify_pin, pin, pin_hash)
+        locked = locked_error(state, self._settings.clock())
+        if locked is not None:  # refused before hashing: a locked account costs no CPU
+            raise locked
+        is_match = await self._hasher.verify(pin, pin_hash)
         settings = self._settings
         return await self._write(
             lambda conn: store.settle_login(
-                conn,
-                account,
-                pin_hash,
-                is_match,
-                max_failed_logins=settings.max_failed_logins,
-                lockout_s=settings.lockout_s,
-                now=time.time(),
+                conn, account, client, pin_hash, is_match, settings, settings.clock()
             )
         )
 
-    async def change_pin(self, account: AccountId, old_pin: str, new_pin: str) -> None:
+    async def change_pin(
+        self, account: AccountId, old_pin: str, new_pin: str, *, client: str = ""
+    ) -> None:
         pins.check_pin_format(new_pin)
-        await self.authenticate(account, old_pin)
-        new_hash = await asyncio.to_thread(pins.hash_pin, new_pin)
+        await self.authenticate(account, old_pin, client=client)
+        new_hash = await self._hasher.hash(new_pin)
         await self._write(lambda conn: store.set_pin_hash(conn, account, new_hash))
+
+    async def unlock(self, account: AccountId) -> bool:
+        was_locked = None
+        if fits_int64(account):
+            now = self._settings.clock()
+            was_locked = await self._write(lambda conn: store.unlock(conn, account, now))
+        if was_locked is None:
+            raise unknown_account(account)
+        log.info("account %s unlocked (was locked: %s)", account, was_locked)
+        return was_locked
 
     # --- reads --------------------------------------------------------------------
 
@@ -359,9 +364,10 @@ class SqliteLedger(KeyedPostings):
     async def _post(self, req: KeyedRequest) -> Receipt:
         validate_key(req.key)
         max_amount_cents = self._settings.max_amount_cents
+        clock = self._settings.clock
 
         def job(conn: sqlite3.Connection) -> Receipt | RequestRejected:
-            result, is_new = store.post(conn, req, max_amount_cents, time.time())
+            result, is_new = store.post(conn, req, max_amount_cents, clock())
             self._count(result, is_new)
             return result
 

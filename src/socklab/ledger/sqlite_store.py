@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import sqlite3
 import time
@@ -20,7 +19,6 @@ from typing import Any, cast
 
 from socklab.errors import (
     REJECTIONS,
-    AccountLocked,
     AuthFailed,
     InsufficientFunds,
     InvalidAmount,
@@ -30,14 +28,19 @@ from socklab.errors import (
 )
 from socklab.ledger.base import (
     INT64_MAX,
+    WRONG_PIN,
     Account,
     KeyedRequest,
+    LedgerSettings,
+    LoginState,
     Op,
     Posting,
     Receipt,
     Stats,
     VerifyReport,
+    decide_login,
     fits_int64,
+    locked_error,
     precheck,
     unknown_account,
 )
@@ -49,7 +52,6 @@ VAULT_ID = 0
 BUSY_TIMEOUT_MS = 10_000
 MAX_STATEMENT = 1000
 _PROBLEM_EXAMPLES = 10
-_WRONG_PIN = "wrong account number or PIN"
 
 
 # --- connections and migrations -----------------------------------------------------
@@ -156,13 +158,17 @@ def snapshot(conn: sqlite3.Connection) -> Iterator[None]:
 # are read and then written as values: the writer holds the write lock, and this is
 # much cheaper than UPDATE ... RETURNING.
 
-_FIND_KEY = "SELECT id, fingerprint, error_code, error_message FROM requests WHERE key = ?"
+_FIND_KEY = (
+    "SELECT id, fingerprint, error_code, error_message FROM requests"
+    " WHERE key_scope = ? AND key = ?"
+)
 _BALANCE_AFTER = "SELECT balance_after_cents FROM entries WHERE account_id = ? AND request_id = ?"
 _BALANCE = "SELECT balance_cents FROM accounts WHERE id = ? AND kind = 'customer'"
 _SET_BALANCE = "UPDATE accounts SET balance_cents = ? WHERE id = ?"
 _INSERT_REQUEST = (
-    "INSERT INTO requests (key, fingerprint, op, account_id, counterparty_id, amount_cents,"
-    " error_code, error_message, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO requests (key, key_scope, fingerprint, op, account_id, counterparty_id,"
+    " amount_cents, error_code, error_message, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_ENTRIES = (
     "INSERT INTO entries (account_id, request_id, amount_cents, balance_after_cents)"
@@ -178,7 +184,7 @@ def post(
     Returns (outcome, is_new): ``is_new`` is False for a replay (which must not count in
     the statistics again). A rejection is returned, not raised: it is stored too.
     """
-    found = conn.execute(_FIND_KEY, (req.key,)).fetchone()
+    found = conn.execute(_FIND_KEY, (req.scope, req.key)).fetchone()
     if found is not None:
         request_id, stored_fingerprint, error_code, error_message = found
         if stored_fingerprint != req.fingerprint:
@@ -196,7 +202,7 @@ def post(
     conn.execute(
         _INSERT_REQUEST,
         (
-            req.key, req.fingerprint, req.op, _int64_or_none(req.account),
+            req.key, req.scope, req.fingerprint, req.op, _int64_or_none(req.account),
             _int64_or_none(req.counterparty), _int64_or_none(req.amount_cents),
             rejection.code, rejection.message, now,
         ),
@@ -214,6 +220,7 @@ class Opening:
     counterparty: None = None
     key: None = None
     fingerprint: None = None
+    scope: None = None
 
 
 def move_money(
@@ -254,8 +261,11 @@ def move_money(
     conn.execute(_SET_BALANCE, (balance, account))
     cursor = conn.execute(
         _INSERT_REQUEST,
-        (req.key, req.fingerprint, req.op, account, req.counterparty, amount, None, None, now),
-    )
+        (
+            req.key, req.scope, req.fingerprint, req.op, account, req.counterparty, amount,
+            None, None, now,
+        ),
+    )  # fmt: skip
     request_id = cast(int, cursor.lastrowid)
     conn.execute(
         _INSERT_ENTRIES,
@@ -313,57 +323,103 @@ def create_account(
 def settle_login(
     conn: sqlite3.Connection,
     account: int,
+    client: str,
     checked_hash: str,
     is_match: bool,
-    *,
-    max_failed_logins: int,
-    lockout_s: float,
+    settings: LedgerSettings,
     now: float,
 ) -> Account | RequestRejected:
-    """Apply the verdict of a PIN check made against ``checked_hash``.
+    """Apply the verdict of a PIN check made against ``checked_hash`` (``decide_login``).
 
     Runs in the writer, which sees every attempt in order: of many concurrent guesses,
     none succeeds once the failures before it have locked the account.
     """
     row = conn.execute(
-        "SELECT name, balance_cents, pin_hash, failed_logins, locked_until FROM accounts"
-        " WHERE id = ? AND kind = 'customer'",
+        "SELECT name, balance_cents, pin_hash FROM accounts WHERE id = ? AND kind = 'customer'",
         (account,),
     ).fetchone()
     if row is None:
-        return AuthFailed(_WRONG_PIN)
-    name, balance, pin_hash, failed_logins, locked_until = row
-    if locked_until > now:
-        return locked_error(locked_until, now)
+        return wrong_pin()
+    name, balance, pin_hash = row
+    state = login_counters(conn, account, client)
     if pin_hash != checked_hash:  # the PIN changed while this attempt was being checked
-        return AuthFailed(_WRONG_PIN)
-    if is_match:
-        if failed_logins:
-            conn.execute(
-                "UPDATE accounts SET failed_logins = 0, locked_until = 0 WHERE id = ?", (account,)
-            )
-        return Account(account, name, balance)
-    failed_logins += 1
-    if failed_logins >= max_failed_logins:
-        conn.execute(
-            "UPDATE accounts SET failed_logins = 0, locked_until = ? WHERE id = ?",
-            (now + lockout_s, account),
-        )
+        return locked_error(state, now) or wrong_pin()
+    verdict = decide_login(state, is_match, settings, now)
+    if verdict.state != state:
+        store_login_counters(conn, account, client, verdict.state)
+    if verdict.locked is not None:
+        log_lock(account, client, verdict.locked, settings)
+    if verdict.error is not None:
+        return verdict.error
+    return Account(account, name, balance)
+
+
+def log_lock(account: int, client: str, locked: str, settings: LedgerSettings) -> None:
+    if locked == "account":
         log.warning(
-            "account %s locked for %.0f s after %d failed logins", account, lockout_s, failed_logins
-        )
+            "account %s locked for everyone for %.0f s after %d failed logins",
+            account, settings.lockout_s, settings.max_account_failed_logins,
+        )  # fmt: skip
     else:
-        conn.execute("UPDATE accounts SET failed_logins = ? WHERE id = ?", (failed_logins, account))
-    return AuthFailed(_WRONG_PIN)
+        log.warning(
+            "account %s locked for %s for %.0f s after %d failed logins from there",
+            account, client or "local clients", settings.lockout_s, settings.max_failed_logins,
+        )  # fmt: skip
 
 
-def locked_error(locked_until: float, now: float) -> AccountLocked:
-    wait_s = max(1, math.ceil(locked_until - now))
-    return AccountLocked(f"account locked after too many wrong PINs; try again in {wait_s} s")
+def login_counters(conn: sqlite3.Connection, account: int, client: str) -> LoginState:
+    """The stored lockout counters of ``account`` and of it from ``client``."""
+    row = conn.execute(
+        "SELECT a.failed_logins, a.locked_until, COALESCE(f.failures, 0),"
+        " COALESCE(f.locked_until, 0), COALESCE(f.last_failure_at, 0) FROM accounts a"
+        " LEFT JOIN login_failures f ON f.account_id = a.id AND f.client = ?"
+        " WHERE a.id = ?",
+        (client, account),
+    ).fetchone()
+    return LoginState() if row is None else LoginState(*row)
+
+
+def store_login_counters(
+    conn: sqlite3.Connection, account: int, client: str, state: LoginState
+) -> None:
+    conn.execute(
+        "UPDATE accounts SET failed_logins = ?, locked_until = ? WHERE id = ?",
+        (state.account_failures, state.account_locked_until, account),
+    )
+    if state.client_failures or state.client_locked_until or state.client_last_failure:
+        conn.execute(
+            "INSERT INTO login_failures (account_id, client, failures, last_failure_at,"
+            " locked_until) VALUES (?, ?, ?, ?, ?) ON CONFLICT (account_id, client) DO UPDATE"
+            " SET failures = excluded.failures, last_failure_at = excluded.last_failure_at,"
+            " locked_until = excluded.locked_until",
+            (account, client, state.client_failures, state.client_last_failure,
+             state.client_locked_until),
+        )  # fmt: skip
+    else:
+        conn.execute(
+            "DELETE FROM login_failures WHERE account_id = ? AND client = ?", (account, client)
+        )
+
+
+def unlock(conn: sqlite3.Connection, account: int, now: float) -> bool | None:
+    """Lift every lockout of ``account``; None if it is not a customer. Returns whether
+    it was locked (for everyone or for some address)."""
+    row = conn.execute(
+        "SELECT locked_until FROM accounts WHERE id = ? AND kind = 'customer'", (account,)
+    ).fetchone()
+    if row is None:
+        return None
+    (locked,) = conn.execute(
+        "SELECT COUNT(*) FROM login_failures WHERE account_id = ? AND locked_until > ?",
+        (account, now),
+    ).fetchone()
+    conn.execute("UPDATE accounts SET failed_logins = 0, locked_until = 0 WHERE id = ?", (account,))
+    conn.execute("DELETE FROM login_failures WHERE account_id = ?", (account,))
+    return bool(row[0] > now or locked)
 
 
 def wrong_pin() -> AuthFailed:
-    return AuthFailed(_WRONG_PIN)
+    return AuthFailed(WRONG_PIN)
 
 
 def set_pin_hash(conn: sqlite3.Connection, account: int, pin_hash: str) -> None:
@@ -375,13 +431,17 @@ def set_pin_hash(conn: sqlite3.Connection, account: int, pin_hash: str) -> None:
 # --- reads --------------------------------------------------------------------------
 
 
-def login_state(conn: sqlite3.Connection, account: int) -> tuple[str | None, float] | None:
-    """(PIN hash, locked until) of a customer, or None."""
-    row = conn.execute(
-        "SELECT pin_hash, locked_until FROM accounts WHERE id = ? AND kind = 'customer'",
-        (account,),
-    ).fetchone()
-    return None if row is None else (row[0], row[1])
+def login_state(
+    conn: sqlite3.Connection, account: int, client: str
+) -> tuple[str | None, LoginState] | None:
+    """(PIN hash, lockout counters for ``client``) of a customer, or None."""
+    with snapshot(conn):
+        row = conn.execute(
+            "SELECT pin_hash FROM accounts WHERE id = ? AND kind = 'customer'", (account,)
+        ).fetchone()
+        if row is None:
+            return None
+        return row[0], login_counters(conn, account, client)
 
 
 def get_account(conn: sqlite3.Connection, account: int) -> Account | None:

@@ -53,7 +53,7 @@ from typing import Any, cast
 from socklab.errors import DropConnection, PeerProtocolError, RequestRejected
 from socklab.logs import fn
 from socklab.server.tls import first_byte_error, start_server_tls
-from socklab.services.base import DISCONNECT_MESSAGE, ConnectionInfo, Service, Session
+from socklab.services.base import DISCONNECT_MESSAGE, ConnectionInfo, Service, Session, peer_host
 from socklab.wire.framing import (
     Dialect,
     JsonDecoder,
@@ -544,7 +544,11 @@ class Connection(asyncio.Protocol):
             decoder = LineDecoder(limit)
         decoder.feed(prefix)
         self.decoder = decoder
-        info = ConnectionInfo(peer=self.peer, request_stop=self.listener.request_stop)
+        info = ConnectionInfo(
+            peer=self.peer,
+            request_stop=self.listener.request_stop,
+            host=peer_host(self.transport.get_extra_info("peername") if self.transport else None),
+        )
         self.session = self.listener.service.open_session(info)
         log.debug("%s dialect on %s", dialect.value, self.peer, extra=fn("handle_client"))
         return decoder

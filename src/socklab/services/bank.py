@@ -16,13 +16,18 @@ fault hits the request:
 - ``lose-reply``: the request is applied, then the connection is cut before the reply
   (``DropConnection``): only a retry with the same key is safe.
 
-PINs never appear in a reply, an error or a log line.
+Logins (and PIN changes) are limited per client address (``LoginRateLimiter``: a token
+bucket, checked before any PIN is hashed, also for accounts that do not exist); the
+ledger bounds the PIN hashes running at once and keeps the lockout counters per
+(account, address). PINs never appear in a reply, an error or a log line.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -34,6 +39,7 @@ from socklab.errors import (
     InvalidRequest,
     NotLoggedIn,
     RequestRejected,
+    TooManyLogins,
     TransientFailure,
     UnknownOperation,
 )
@@ -41,6 +47,7 @@ from socklab.ledger import Account, AccountId, Ledger, LedgerSettings, Receipt, 
 from socklab.ledger.base import DEMO_BALANCE_CENTS, DEMO_NAMES, DEMO_PIN, Op, validate_key
 from socklab.logs import fn
 from socklab.money import format_cents, parse_amount
+from socklab.services.bank_limits import LoginRateLimiter, whole_seconds
 from socklab.services.bank_line import LINE_HELP, line_request, line_text
 from socklab.services.base import ConnectionInfo, JsonReply, Service, Session
 
@@ -54,6 +61,14 @@ FAIL_MODES: tuple[FailMode, ...] = ("reject", "lose-reply")
 DEFAULT_STATEMENT_LIMIT = 10
 MAX_STATEMENT_LIMIT = 1000
 MAX_ACCOUNT_ID = 2**63 - 1
+DEFAULT_LOGIN_RATE_PER_S = 20.0
+DEFAULT_LOGIN_BURST = 200
+DEFAULT_LOGIN_MAX_WAIT_S = 2.0
+"""Logins per client address: 200 at once (a benchmark's connections, a class behind one
+NAT, clients reconnecting after lost replies), then 20 a second; a login over the limit
+waits up to 2 s for its turn, and is refused beyond. The PIN hashes themselves run one
+at a time per process (``LedgerSettings.pin_hash_concurrency``), so however many
+addresses log in, hashing takes at most one core from the other clients."""
 
 # -- the order of operations: one table for json and line ------------------------------
 
@@ -183,7 +198,13 @@ class BankService(Service):
         fail_mode: FailMode = "reject",
         rng: random.Random | int | None = None,
         create_demo_accounts: bool = True,
+        login_rate_per_s: float = DEFAULT_LOGIN_RATE_PER_S,
+        login_burst: int = DEFAULT_LOGIN_BURST,
+        login_max_wait_s: float = DEFAULT_LOGIN_MAX_WAIT_S,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        """Raises ``ValueError`` for a bad ``fail_rate``, ``fail_mode`` or login limit."""
         if not 0.0 <= fail_rate <= 1.0:
             raise ValueError("fail_rate must be between 0 and 1")
         if fail_mode not in FAIL_MODES:
@@ -195,6 +216,10 @@ class BankService(Service):
         self.fail_mode: FailMode = fail_mode
         self._rng = rng if isinstance(rng, random.Random) else random.Random(rng)
         self.create_demo_accounts = create_demo_accounts
+        self.login_limiter = LoginRateLimiter(
+            login_rate_per_s, login_burst, max_wait_s=login_max_wait_s, clock=clock
+        )
+        self._sleep = sleep
 
     @property
     def ledger(self) -> Ledger:
@@ -237,10 +262,27 @@ class BankService(Service):
 
     # -- operations shared by every dialect ---------------------------------------------
 
+    async def check_login_rate(self, conn: ConnectionInfo, account: AccountId) -> None:
+        """Take a login token for the connection's address, waiting for it if need be.
+        Raises ``TooManyLogins``."""
+        wait_s = self.login_limiter.acquire(conn.client)
+        if wait_s is None:
+            retry_s = whole_seconds(self.login_limiter.retry_after(conn.client))
+            log.warning(
+                "Login to account %s from %s refused: too many logins from that address",
+                account,
+                conn.peer,
+                extra=fn("handle_client"),
+            )
+            raise TooManyLogins(f"too many logins from your address; try again in {retry_s} s")
+        if wait_s > 0:
+            await self._sleep(wait_s)
+
     async def login(self, conn: ConnectionInfo, account: AccountId, pin: str) -> Account:
-        """Raises ``AuthFailed``, ``AccountLocked``."""
+        """Raises ``TooManyLogins``, ``AuthFailed``, ``AccountLocked``."""
+        await self.check_login_rate(conn, account)
         try:
-            found = await self.ledger.authenticate(account, pin)
+            found = await self.ledger.authenticate(account, pin, client=conn.client)
         except RequestRejected as exc:
             log.warning(
                 "Login refused for account %s from %s: %s",
@@ -461,7 +503,10 @@ class BankSession(Session):
     async def _change_pin(self, request: dict[str, Any]) -> JsonReply:
         old_pin = parse_pin_field(request.get("old_pin"), "old_pin")
         new_pin = parse_pin_field(request.get("new_pin"), "new_pin")
-        await self.service.ledger.change_pin(self._account_id, old_pin, new_pin)
+        await self.service.check_login_rate(self.conn, self._account_id)  # a PIN check too
+        await self.service.ledger.change_pin(
+            self._account_id, old_pin, new_pin, client=self.conn.client
+        )
         log.info("Account %s changed its PIN", self._account_id, extra=fn("handle_client"))
         return {"account": self._account_id}
 

@@ -19,7 +19,13 @@ from __future__ import annotations
 
 import logging
 
-from socklab.errors import AccountLocked, InvalidAmount, RequestRejected, TransientFailure
+from socklab.errors import (
+    AccountLocked,
+    InvalidAmount,
+    RequestRejected,
+    TooManyLogins,
+    TransientFailure,
+)
 from socklab.ledger import Account, Stats
 from socklab.ledger.base import Op
 from socklab.logs import fn
@@ -128,7 +134,7 @@ class LabConversation:
             return INVALID_LOGIN
         try:
             self.account = await self.service.login(self.conn, *parsed)
-        except AccountLocked as exc:
+        except (AccountLocked, TooManyLogins) as exc:
             return f"{exc.message}\n"
         except RequestRejected:
             return INVALID_LOGIN

@@ -23,6 +23,14 @@ def _no_stop() -> None:
     return None
 
 
+def peer_host(peername: Any) -> str:
+    """The host of a socket's peer name (``('::1', 5, 0, 0)`` -> ``::1``); ``""`` if none
+    (a Unix socket, a closed transport)."""
+    if isinstance(peername, tuple) and peername and isinstance(peername[0], str):
+        return peername[0]
+    return ""
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionInfo:
     """What a session may know of its connection."""
@@ -31,6 +39,14 @@ class ConnectionInfo:
     """The peer's address as the seeds log it, e.g. ``('127.0.0.1', 48528)``."""
     request_stop: Callable[[], None] = field(default=_no_stop)
     """Ask the server to stop this service's listener once in-flight replies are sent."""
+    host: str = ""
+    """The peer's address without the port (``127.0.0.1``), for per-address limits; empty
+    when unknown (then ``peer`` stands in)."""
+
+    @property
+    def client(self) -> str:
+        """The key of per-address limits: ``host``, else ``peer``."""
+        return self.host or self.peer
 
 
 class Session:
