@@ -64,6 +64,17 @@ class Series:
         return statistics.median(values) if values else None
 
     @property
+    def latency_cells(self) -> str:
+        """The medians of p50, p90, p99 and max in ms, as four table cells."""
+        cells = (fmt_ms(self.median(f"latency_ms.{q}")) for q in ("p50", "p90", "p99", "max"))
+        return " | ".join(cells)
+
+    @property
+    def each_rate(self) -> str:
+        """Every run's requests/s."""
+        return ", ".join(fmt_rate(run["requests_per_s"]) for run in self.runs)
+
+    @property
     def client_cpu(self) -> float:
         """The busiest load-generator process's median share of a core."""
         return statistics.median(max(run["client_cpu"]) for run in self.runs) if self.runs else 0.0
@@ -210,13 +221,11 @@ def render_text(opts: Options, text: dict[str, Series]) -> list[str]:
             continue
         rps = s.median("requests_per_s")
         ratio = f"{rps / base_rps:.2f}x" if base_rps else "-"
-        each = ", ".join(fmt_rate(r["requests_per_s"]) for r in s.runs)
         out.append(
             f"| {s.label} | {fmt_rate(rps)} | {ratio} | "
-            f"{fmt_ms(s.median('latency_ms.p50'))} | {fmt_ms(s.median('latency_ms.p90'))} | "
-            f"{fmt_ms(s.median('latency_ms.p99'))} | {fmt_ms(s.median('latency_ms.max'))} | "
+            f"{s.latency_cells} | "
             f"{s.error_text} | {pct(s.median_of('server_cpu'))} | {s.client_cpu:.0%} | "
-            f"{pct(s.median_of('machine_busy'))} | {each} |"
+            f"{pct(s.median_of('machine_busy'))} | {s.each_rate} |"
         )
     lab = text["socklab-lab"]
     out += ["", "Commands (the server's port filled in):", ""]
@@ -360,14 +369,12 @@ def render_bank(bank: dict[str, Series]) -> list[str]:
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for s in (group, single):
-        each = ", ".join(fmt_rate(r["requests_per_s"]) for r in s.runs)
         out.append(
             f"| {s.label} | {fmt_rate(s.median('requests_per_s'))} | "
             f"{s.median('requests_per_s') / single_rate if single_rate else 0:.2f}x | "
-            f"{fmt_ms(s.median('latency_ms.p50'))} | {fmt_ms(s.median('latency_ms.p90'))} | "
-            f"{fmt_ms(s.median('latency_ms.p99'))} | {fmt_ms(s.median('latency_ms.max'))} | "
+            f"{s.latency_cells} | "
             f"{s.error_text} | {pct(s.median_of('server_cpu'))} | "
-            f"{pct(s.median_of('machine_busy'))} | {each} |"
+            f"{pct(s.median_of('machine_busy'))} | {s.each_rate} |"
         )
 
     out += [
@@ -450,13 +457,11 @@ def render_tls(tls: dict[str, Series]) -> list[str]:
             s = tls[f"{name}-{kind}"]
             rate = s.median("requests_per_s")
             ratio = f"{rate / plain_rate:.2f}x" if plain_rate else "-"
-            each = ", ".join(fmt_rate(r["requests_per_s"]) for r in s.runs)
             out.append(
                 f"| {s.label} | {fmt_rate(rate)} | {ratio} | "
-                f"{fmt_ms(s.median('latency_ms.p50'))} | {fmt_ms(s.median('latency_ms.p90'))} | "
-                f"{fmt_ms(s.median('latency_ms.p99'))} | {fmt_ms(s.median('latency_ms.max'))} | "
+                f"{s.latency_cells} | "
                 f"{s.error_text} | {pct(s.median_of('server_cpu'))} | "
-                f"{pct(s.median_of('machine_busy'))} | {each} |"
+                f"{pct(s.median_of('machine_busy'))} | {s.each_rate} |"
             )
     out += ["", "Commands (the port filled in; `ca.pem` is the run's throwaway CA):", ""]
     out += [f"- {s.label}: `{s.command}`" for s in tls.values()]

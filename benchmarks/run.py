@@ -87,7 +87,35 @@ def annotate(sampler: CpuSampler, server: Server, result: dict[str, Any]) -> Non
     result["machine_busy"] = sampler.machine_busy(start, end)
 
 
-def text_scenarios(opts: Options, log: Any) -> dict[str, Series]:
+Step = tuple[str, Server, str, list[str]]
+"""One measurement of a run: (series key, server, service, bench arguments)."""
+
+
+def interleave(
+    opts: Options,
+    sampler: CpuSampler,
+    series: dict[str, Series],
+    steps: Sequence[Step],
+    log: Callable[[str], None],
+) -> None:
+    """Every step once per run, in an order that rotates from run to run (so no server
+    always goes first), each result added to its series."""
+    watch(sampler, *(server for _, server, _, _ in steps))
+    for i in range(opts.runs):
+        turn = i % len(steps)
+        for key, server, service, args in [*steps[turn:], *steps[:turn]]:
+            result = measure(sampler, server, service, args, opts.timeout_s)
+            series[key].runs.append(result)
+            log(
+                f"run {i + 1}/{opts.runs} {series[key].label}: "
+                f"{result['requests_per_s']:,.0f} req/s, p99 {result['latency_ms']['p99']} ms, "
+                f"errors {result['errors']}, load-gen cpu {result['client_cpu']}, "
+                f"server cpu {pct(result['server_cpu'])}, "
+                f"machine busy {pct(result['machine_busy'])}"
+            )
+
+
+def text_scenarios(opts: Options, log: Callable[[str], None]) -> dict[str, Series]:
     lab_args = [*opts.load_args(), "--dialect", "lab"]
     json_args = [*opts.load_args(), "--dialect", "json", "--pipeline", str(opts.pipeline)]
     batch_args = [*json_args, "--batch"]
@@ -106,34 +134,20 @@ def text_scenarios(opts: Options, log: Any) -> dict[str, Series]:
         baseline_server("text") as baseline,
         socklab_server("text") as ours,
     ):
-        watch(sampler, baseline, ours)
-        for i in range(opts.runs):
-            steps: list[tuple[str, Server, list[str]]] = [
-                ("baseline-lab", baseline, lab_args),
-                ("socklab-lab", ours, lab_args),
-            ]
-            if "text-json" not in opts.skip:
-                steps.append(("socklab-json", ours, json_args))
-                steps.append(("socklab-json-batch", ours, batch_args))
-            # A different order each run, so no server always goes first.
-            turn = i % len(steps)
-            for key, server, args in steps[turn:] + steps[:turn]:
-                result = measure(sampler, server, "text", args, opts.timeout_s)
-                series[key].runs.append(result)
-                log(
-                    f"run {i + 1}/{opts.runs} {series[key].label}: "
-                    f"{result['requests_per_s']:,.0f} req/s, p99 {result['latency_ms']['p99']} ms, "
-                    f"errors {result['errors']}, load-gen cpu {result['client_cpu']}, "
-                    f"server cpu {pct(result['server_cpu'])}, "
-                    f"machine busy {pct(result['machine_busy'])}"
-                )
+        steps: list[Step] = [
+            ("baseline-lab", baseline, "text", lab_args),
+            ("socklab-lab", ours, "text", lab_args),
+        ]
+        if "text-json" not in opts.skip:
+            steps.append(("socklab-json", ours, "text", json_args))
+            steps.append(("socklab-json-batch", ours, "text", batch_args))
+        interleave(opts, sampler, series, steps, log)
     return series
 
 
-def bank_scenarios(opts: Options, log: Any) -> dict[str, Series]:
-    """Keyed durable deposits, 16 ATM connections one request at a time, on SQLite:
-    the same server with group commit (the default) and with one commit per posting."""
-    args = [
+def bank_load_args(opts: Options) -> list[str]:
+    """The bank scenarios' load: ``BANK_CONNECTIONS`` ATM connections."""
+    return [
         "--connections",
         str(BANK_CONNECTIONS),
         "--duration",
@@ -142,9 +156,13 @@ def bank_scenarios(opts: Options, log: Any) -> dict[str, Series]:
         f"{opts.warmup_s:g}",
         "--processes",
         str(opts.processes),
-        "--dialect",
-        "json",
     ]
+
+
+def bank_scenarios(opts: Options, log: Callable[[str], None]) -> dict[str, Series]:
+    """Keyed durable deposits, 16 ATM connections one request at a time, on SQLite:
+    the same server with group commit (the default) and with one commit per posting."""
+    args = [*bank_load_args(opts), "--dialect", "json"]
     series = {
         "bank-group": Series("socklab bank, group commit", shown(["bank", *args])),
         "bank-single": Series("socklab bank, one commit per posting", shown(["bank", *args])),
@@ -157,22 +175,15 @@ def bank_scenarios(opts: Options, log: Any) -> dict[str, Series]:
             "bank", ["--db", f"sqlite:///{scratch}/single.db", "--no-group-commit"]
         ) as single,
     ):
-        watch(sampler, group, single)
-        steps = [("bank-group", group), ("bank-single", single)]
-        for i in range(opts.runs):
-            turn = i % len(steps)
-            for key, server in steps[turn:] + steps[:turn]:
-                result = measure(sampler, server, "bank", args, opts.timeout_s)
-                series[key].runs.append(result)
-                log(
-                    f"run {i + 1}/{opts.runs} {series[key].label}: "
-                    f"{result['requests_per_s']:,.0f} req/s, p99 {result['latency_ms']['p99']} ms, "
-                    f"errors {result['errors']}, server cpu {pct(result['server_cpu'])}"
-                )
+        steps: list[Step] = [
+            ("bank-group", group, "bank", args),
+            ("bank-single", single, "bank", args),
+        ]
+        interleave(opts, sampler, series, steps, log)
     return series
 
 
-def numbers_scenarios(opts: Options, log: Any) -> dict[str, Series]:
+def numbers_scenarios(opts: Options, log: Callable[[str], None]) -> dict[str, Series]:
     """Small requests alone; then small ones while big ones go on; big easy ones alone."""
     small_n = max(1, opts.connections - opts.big_connections)
     lab = ["--dialect", "lab"]
@@ -238,7 +249,7 @@ def numbers_scenarios(opts: Options, log: Any) -> dict[str, Series]:
     return series
 
 
-def fairness_scenarios(opts: Options, log: Any) -> dict[str, Series]:
+def fairness_scenarios(opts: Options, log: Callable[[str], None]) -> dict[str, Series]:
     """One connection floods a service at pipeline depth ``flood_pipeline``; meanwhile a
     second connection sends one request at a time over json and measures its latency.
     The victim is also measured alone, on the same server, just before."""
@@ -321,19 +332,10 @@ def tls_certificate(folder: Path) -> tuple[list[str], list[str]]:
 TLS_SHOWN = ["--tls", "--cafile", "ca.pem"]
 
 
-def tls_scenarios(opts: Options, log: Any) -> dict[str, Series]:
+def tls_scenarios(opts: Options, log: Callable[[str], None]) -> dict[str, Series]:
     """Text over lab and keyed bank deposits, plain and over TLS, interleaved run by run."""
     text_args = [*opts.load_args(), "--dialect", "lab"]
-    bank_args = [
-        "--connections",
-        str(BANK_CONNECTIONS),
-        "--duration",
-        f"{opts.duration_s:g}",
-        "--warmup",
-        f"{opts.warmup_s:g}",
-        "--processes",
-        str(opts.processes),
-    ]
+    bank_args = bank_load_args(opts)
     series = {
         "text-plain": Series("text over lab, plain", shown(["text", *text_args])),
         "text-tls": Series("text over lab, TLS", shown(["text", *text_args, *TLS_SHOWN])),
@@ -349,24 +351,13 @@ def tls_scenarios(opts: Options, log: Any) -> dict[str, Series]:
             socklab_server("bank", ["--db", f"sqlite:///{scratch}/plain.db"]) as bank_plain,
             socklab_server("bank", ["--db", f"sqlite:///{scratch}/tls.db", *serve_tls]) as bank_tls,
         ):
-            steps = [
+            steps: list[Step] = [
                 ("text-plain", text_plain, "text", text_args),
                 ("text-tls", text_tls, "text", [*text_args, *bench_tls]),
                 ("bank-plain", bank_plain, "bank", bank_args),
                 ("bank-tls", bank_tls, "bank", [*bank_args, *bench_tls]),
             ]
-            watch(sampler, *(server for _, server, _, _ in steps))
-            for i in range(opts.runs):
-                turn = i % len(steps)
-                for key, server, service, args in steps[turn:] + steps[:turn]:
-                    result = measure(sampler, server, service, args, opts.timeout_s)
-                    series[key].runs.append(result)
-                    log(
-                        f"run {i + 1}/{opts.runs} {series[key].label}: "
-                        f"{result['requests_per_s']:,.0f} req/s, "
-                        f"p99 {result['latency_ms']['p99']} ms, errors {result['errors']}, "
-                        f"server cpu {pct(result['server_cpu'])}"
-                    )
+            interleave(opts, sampler, series, steps, log)
     return series
 
 
