@@ -1280,8 +1280,8 @@ def read_books(url: str) -> tuple[dict[int, int], dict[str, int]]:
     if url.startswith("sqlite"):
         from socklab.ledger.sqlite import sqlite_path_from_url
 
-        with contextlib.closing(sqlite3.connect(sqlite_path_from_url(url))) as conn:
-            rows = conn.execute(query).fetchall()
+        with contextlib.closing(sqlite3.connect(sqlite_path_from_url(url))) as lite:
+            rows = lite.execute(query).fetchall()
     else:
         import psycopg
 
@@ -1411,7 +1411,7 @@ def run_chaos(
         extra = ["--db", url, "--shutdown-grace", "2"]
         if workers > 1:
             extra += ["--workers", str(workers)]
-        server = Server("bank", extra)
+        server = running_server = Server("bank", extra)
         server.start()
         stop = threading.Event()
         records: list[list[Op]] = [[] for _ in range(clients)]
@@ -1438,7 +1438,11 @@ def run_chaos(
             before = acked()
             # Sometimes soon after a (re)start: a worker killed then must be restarted too.
             pause = rng.uniform(0.2 if workers > 1 else kill_every_s[0], kill_every_s[1])
-            wait_until(lambda b=before: acked() >= b + 20, 30)
+
+            def progressed(target: int = before + 20) -> bool:
+                return acked() >= target
+
+            wait_until(progressed, 30)
             time.sleep(pause)
             if not server.is_alive():
                 result.unplanned_exits += 1
@@ -1450,7 +1454,12 @@ def run_chaos(
                 result.worker_kills += 1
                 kills += 1
                 # The supervisor restarts it; give the kernel a moment to reap, then go on.
-                wait_until(lambda: len(server.workers()) >= workers or not server.is_alive(), 10)
+                wait_until(
+                    lambda: (
+                        len(running_server.workers()) >= workers or not running_server.is_alive()
+                    ),
+                    10,
+                )
                 if server.is_alive():
                     continue
                 result.unplanned_exits += 1

@@ -1,5 +1,5 @@
-"""What every benchmark script shares: machine facts, server processes, free ports, and the
-CPU sampler.
+"""What every benchmark script shares: machine facts, server processes on free ports (their
+output drained), ``socklab bench`` runs, and the CPU sampler.
 
 The scripts beside this file (``run.py``, ``bank_scaling.py``, ``adversarial.py``) are run as
 ``python benchmarks/NAME.py``, which puts this folder first on ``sys.path``, so they import it

@@ -28,6 +28,8 @@ Scenarios:
   flooder's requests/s. Only this one::
 
       python benchmarks/run.py --skip text --skip numbers --skip bank --skip tls
+
+The processes, the load and the CPU sampling are ``harness.py``'s; the page is ``report.py``'s.
 """
 
 from __future__ import annotations
