@@ -66,7 +66,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-HOST = "127.0.0.1"
+import harness  # the sibling benchmarks/harness.py: ports, waiting, processes
+from harness import HOST, connectable, free_port, wait_until
+
 VICTIM_HOST = "127.0.0.2"  # another source address: a per-address limit must not hit it
 SERVICES = ("exchange", "text", "numbers", "bank")
 DIALECTS = ("json", "lab", "line")
@@ -75,13 +77,6 @@ LAB_HEADER = 64
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 # -- servers -----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def raise_fd_limit() -> None:
@@ -194,21 +189,16 @@ class Server:
         return self.proc is not None and self.proc.poll() is None
 
     def processes(self) -> list[int]:
-        """The server's pid and its children's (workers; numbers' pool)."""
-        pids = [self.pid]
-        with contextlib.suppress(OSError):
-            text = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text()
-            pids += [int(p) for p in text.split()]
-        return pids
+        """The server's pid and its descendants' (workers; numbers' pool)."""
+        return harness.process_tree(self.pid)
 
     def workers(self) -> list[int]:
         """The live children (a killed worker stays a zombie until it is reaped)."""
         live = []
-        for pid in self.processes()[1:]:
-            with contextlib.suppress(OSError):
-                stat = Path(f"/proc/{pid}/stat").read_text()
-                if stat.rsplit(")", 1)[1].split()[0] != "Z":
-                    live.append(pid)
+        for pid in harness.children(self.pid):
+            fields = harness.stat_fields(pid)
+            if fields is not None and fields[0] != "Z":
+                live.append(pid)
         return live
 
     def sockets(self) -> int:
@@ -234,22 +224,14 @@ class Server:
     def kill(self) -> None:
         """SIGKILL to the whole process group."""
         if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(30)
+            harness.kill_process(self.proc, group=True)
 
     def stop(self, timeout_s: float = 30.0) -> int | None:
-        """SIGTERM, then SIGKILL after ``timeout_s``; the exit status."""
+        """SIGTERM, then SIGKILL after ``timeout_s`` (and to leftover workers); the exit
+        status."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)  # leftover workers, if any
+        harness.stop_process(self.proc, timeout_s, group=True)
         if self._reader is not None:
             self._reader.join(10)
         if self.proc.stderr is not None:
@@ -265,24 +247,6 @@ def running(service: str, extra: Sequence[str] = ()) -> Iterator[Server]:
         yield server
     finally:
         server.stop()
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float, step_s: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(step_s)
-
-
-def connectable(port: int) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def baseline_sockets(server: Server, service: str) -> int:
@@ -1316,8 +1280,8 @@ def read_books(url: str) -> tuple[dict[int, int], dict[str, int]]:
     if url.startswith("sqlite"):
         from socklab.ledger.sqlite import sqlite_path_from_url
 
-        with contextlib.closing(sqlite3.connect(sqlite_path_from_url(url))) as conn:
-            rows = conn.execute(query).fetchall()
+        with contextlib.closing(sqlite3.connect(sqlite_path_from_url(url))) as lite:
+            rows = lite.execute(query).fetchall()
     else:
         import psycopg
 
@@ -1447,7 +1411,7 @@ def run_chaos(
         extra = ["--db", url, "--shutdown-grace", "2"]
         if workers > 1:
             extra += ["--workers", str(workers)]
-        server = Server("bank", extra)
+        server = running_server = Server("bank", extra)
         server.start()
         stop = threading.Event()
         records: list[list[Op]] = [[] for _ in range(clients)]
@@ -1474,7 +1438,11 @@ def run_chaos(
             before = acked()
             # Sometimes soon after a (re)start: a worker killed then must be restarted too.
             pause = rng.uniform(0.2 if workers > 1 else kill_every_s[0], kill_every_s[1])
-            wait_until(lambda b=before: acked() >= b + 20, 30)
+
+            def progressed(target: int = before + 20) -> bool:
+                return acked() >= target
+
+            wait_until(progressed, 30)
             time.sleep(pause)
             if not server.is_alive():
                 result.unplanned_exits += 1
@@ -1486,7 +1454,12 @@ def run_chaos(
                 result.worker_kills += 1
                 kills += 1
                 # The supervisor restarts it; give the kernel a moment to reap, then go on.
-                wait_until(lambda: len(server.workers()) >= workers or not server.is_alive(), 10)
+                wait_until(
+                    lambda: (
+                        len(running_server.workers()) >= workers or not running_server.is_alive()
+                    ),
+                    10,
+                )
                 if server.is_alive():
                     continue
                 result.unplanned_exits += 1

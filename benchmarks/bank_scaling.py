@@ -37,12 +37,10 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -51,12 +49,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-import run  # the sibling benchmarks/run.py: machine facts, server processes
+import harness  # the sibling benchmarks/harness.py: machine facts, servers, CPU sampler
+from harness import CpuSampler, Server
+from report import fmt_rate, shown_argv
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUTPUT = ROOT / "docs" / "scaling.md"
+DEFAULT_OUTPUT = harness.ROOT / "docs" / "scaling.md"
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-HOST = "127.0.0.1"
 WITHIN = 0.10
 """The 1- and 2-worker costs must stay within 10% of each other."""
 
@@ -66,10 +64,10 @@ WITHIN = 0.10
 
 def machine(pg_url: str) -> dict[str, str]:
     """What a reader needs to compare figures: ``run.py``'s, plus the database's."""
-    info = run.machine()
+    info = harness.machine()
     tail = {key: info.pop(key) for key in ("load average before", "socklab")}
     info["postgresql"] = _pg_version(pg_url)
-    info["pgbench"] = run.command_output(["pgbench", "--version"])
+    info["pgbench"] = harness.command_output(["pgbench", "--version"])
     return {**info, **tail}
 
 
@@ -128,175 +126,13 @@ def pgbench_args(url: str) -> tuple[list[str], dict[str, str]]:
     return [*args, str(params.get("dbname") or "postgres")], env
 
 
-# -- CPU accounting ----------------------------------------------------------------------
-
-
-def _cpu_s(pid: int, tick: int) -> float | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / tick
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants."""
-    found = [pid]
-    for child in _children(pid):
-        found += process_tree(child)
-    return found
-
-
-@dataclass
-class Sample:
-    at: float
-    cpu: dict[str, dict[int, float]]
-    """group -> pid -> CPU seconds so far."""
-    busy: float
-    total: float
-    """Machine-wide jiffies: busy and all."""
-
-
-class CpuSampler:
-    """Ten times a second: the CPU seconds of each group of processes (a server's process
-    tree; the PostgreSQL backends of one database) and the machine's busy time.
-
-    ``cores(group, start, end)`` is how many cores the group kept busy between two
-    ``time.monotonic()`` instants (CPU seconds / seconds). A process that started in the
-    window counts from 0; one that ended counts up to its last sample.
-    """
-
-    INTERVAL_S = 0.1
-
-    def __init__(self, database: str) -> None:
-        self.roots: dict[str, int] = {}
-        self.samples: list[Sample] = []
-        self._needle = f" {database} "
-        self._pg_pids: set[int] = set()
-        self._classified: set[int] = set()
-        self._tick = os.sysconf("SC_CLK_TCK")
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> CpuSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.INTERVAL_S):
-            self.sample()
-
-    def _scan_postgres(self) -> None:
-        """Find new backends of the benchmark's database (``postgres: user DB host ...``)."""
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) in self._classified:
-                continue
-            pid = int(entry)
-            self._classified.add(pid)
-            with contextlib.suppress(OSError):
-                title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-                if title.startswith("postgres: ") and self._needle in title:
-                    self._pg_pids.add(pid)
-
-    def sample(self) -> None:
-        self._scan_postgres()
-        cpu: dict[str, dict[int, float]] = {}
-        for group, root in list(self.roots.items()):
-            cpu[group] = {
-                pid: value
-                for pid in process_tree(root)
-                if (value := _cpu_s(pid, self._tick)) is not None
-            }
-        cpu["postgres"] = {}
-        for pid in list(self._pg_pids):
-            value = _cpu_s(pid, self._tick)
-            if value is None:
-                self._pg_pids.discard(pid)
-            else:
-                cpu["postgres"][pid] = value
-        busy = total = 0.0
-        with contextlib.suppress(OSError, ValueError):
-            numbers = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-            total = float(sum(numbers[:8]))
-            busy = total - numbers[3] - numbers[4]
-        self.samples.append(Sample(time.monotonic(), cpu, busy, total))
-
-    def _window(self, start: float, end: float) -> list[Sample]:
-        first = max((i for i, s in enumerate(self.samples) if s.at <= start), default=None)
-        last = min((i for i, s in enumerate(self.samples) if s.at >= end), default=None)
-        if first is None or last is None:
-            raise RuntimeError("the CPU sampler has no samples around the measured window")
-        return self.samples[first : last + 1]
-
-    def cores(self, group: str, start: float, end: float) -> float:
-        window = self._window(start, end)
-        began: dict[int, float] = dict(window[0].cpu.get(group, {}))
-        latest: dict[int, float] = dict(began)
-        for sample in window[1:]:
-            for pid, value in sample.cpu.get(group, {}).items():
-                began.setdefault(pid, 0.0)  # born in the window
-                latest[pid] = value
-        used = sum(latest[pid] - began[pid] for pid in latest)
-        return used / (window[-1].at - window[0].at)
-
-    def machine_busy(self, start: float, end: float) -> float:
-        window = self._window(start, end)
-        total = window[-1].total - window[0].total
-        return (window[-1].busy - window[0].busy) / total if total > 0 else 0.0
-
-
 # -- servers and load --------------------------------------------------------------------
 
 
-def listening_sockets(port: int) -> int:
-    """How many sockets listen on ``port`` (one per worker with SO_REUSEPORT)."""
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(table).read_text().splitlines()[1:]:
-                fields = line.split()
-                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                    count += 1
-    return count
-
-
-@contextlib.contextmanager
-def bank_server(key: str, db_url: str, workers: int) -> Iterator[run.Server]:
+def bank_server(key: str, db_url: str, workers: int) -> contextlib.AbstractContextManager[Server]:
     """``socklab serve bank -q`` on ``db_url``, ready once every worker listens."""
-    port = run.free_port()
-    cmd = [sys.executable, "-m", "socklab", "serve", "bank", "--port", str(port), "-q"]
-    cmd += ["--db", db_url, "--workers", str(workers)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
-    server = run.Server(key, proc, port)
-    threading.Thread(target=run.drain, args=(proc.stdout, server.output), daemon=True).start()
-    try:
-        deadline = time.monotonic() + 60
-        while listening_sockets(port) < workers:
-            server.check_alive()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{key} is not listening on port {port}")
-            time.sleep(0.05)
-        yield server
-        server.check_alive()
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+    extra = ["--db", db_url, "--workers", str(workers)]
+    return harness.socklab_server("bank", extra, name=key, workers=workers)
 
 
 @dataclass(frozen=True)
@@ -332,31 +168,32 @@ class Options:
         return ["-c", str(self.connections), "-j", "2", "-T", f"{self.duration_s:g}"]
 
 
+def _cores(sampler: CpuSampler, group: str, start: float, end: float) -> float:
+    cores = sampler.cores(group, start, end)
+    if cores is None:
+        raise RuntimeError(f"the CPU sampler has no samples of {group} around the window")
+    return cores
+
+
 def _window_figures(sampler: CpuSampler, start: float, end: float) -> dict[str, float]:
     return {
-        "pg_cores": sampler.cores("postgres", start, end),
-        "machine_cores": sampler.machine_busy(start, end) * (os.cpu_count() or 1),
+        "pg_cores": _cores(sampler, "postgres", start, end),
+        "machine_cores": (sampler.machine_busy(start, end) or 0.0) * (os.cpu_count() or 1),
     }
 
 
 def run_bench(
-    sampler: CpuSampler, server: run.Server, opts: Options, connections: int
+    sampler: CpuSampler, server: Server, opts: Options, connections: int
 ) -> dict[str, Any]:
     """One ``socklab bench bank`` run, with the server's and the database's CPU in its window."""
     server.check_alive()
-    cmd = [sys.executable, "-m", "socklab", "bench", "bank", "--host", HOST]
-    cmd += ["--port", str(server.port), "--json", *opts.bench_args(connections)]
-    done = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=opts.warmup_s + opts.duration_s + 120
-    )
-    if not done.stdout.strip():
-        raise RuntimeError(f"socklab bench failed ({done.returncode}): {done.stderr[-2000:]}")
-    result: dict[str, Any] = json.loads(done.stdout)
+    timeout_s = opts.warmup_s + opts.duration_s + 120
+    result = harness.run_bench("bank", server.port, opts.bench_args(connections), timeout_s)
     time.sleep(2 * CpuSampler.INTERVAL_S)  # a sample after the window closed
     start = float(result["window_began_monotonic"])
     end = start + float(result["window_s"])
     result["rate"] = float(result["requests_per_s"])
-    result["server_cores"] = sampler.cores(server.name, start, end)
+    result["server_cores"] = _cores(sampler, server.name, start, end)
     result["per_cpu_s"] = result["rate"] / result["server_cores"]
     result["client_cores"] = sum(result["client_cpu"])
     result.update(_window_figures(sampler, start, end))
@@ -375,7 +212,7 @@ def run_pgbench(
         text=True,
         env={**os.environ, **env},
     )
-    sampler.roots["pgbench"] = proc.pid
+    sampler.watch("pgbench", proc.pid)
     out, err = proc.communicate(timeout=opts.duration_s + 120)
     end = time.monotonic()
     if proc.returncode != 0:
@@ -391,10 +228,10 @@ def run_pgbench(
         "rate": float(tps.group(1)),
         "latency_mean_ms": float(latency.group(1)),
         "errors": int(failed.group(1)) if failed else 0,
-        "client_cores": sampler.cores("pgbench", start, end),
+        "client_cores": _cores(sampler, "pgbench", start, end),
         **_window_figures(sampler, start, end),
     }
-    del sampler.roots["pgbench"]
+    sampler.forget("pgbench")
     return result
 
 
@@ -420,10 +257,6 @@ class Series:
     @property
     def errors(self) -> int:
         return sum(int(r["errors"]) for r in self.runs)
-
-
-def _n(value: float) -> str:
-    return f"{value:,.0f}"
 
 
 def _others(run: dict[str, Any]) -> float:
@@ -486,10 +319,10 @@ def render(info: dict[str, str], command: str, opts: Options, series: dict[str, 
     for s in series.values():
         bank = s.config.server is not None
         add(
-            f"| {s.config.label} | {s.config.connections} | {_n(s.median('rate'))} "
+            f"| {s.config.label} | {s.config.connections} | {fmt_rate(s.median('rate'))} "
             f"| {s.latency()} | {s.errors} "
             + (
-                f"| {s.median('server_cores'):.2f} | {_n(s.median('per_cpu_s'))} "
+                f"| {s.median('server_cores'):.2f} | {fmt_rate(s.median('per_cpu_s'))} "
                 if bank
                 else "| – | – "
             )
@@ -509,10 +342,11 @@ def render(info: dict[str, str], command: str, opts: Options, series: dict[str, 
     spread = sorted(float(r["rate"]) for r in pgb.runs)
     add(
         f"On the same PostgreSQL server in the same run, socklab's bank served "
-        f"{_n(pg1.median('rate'))} deposits/s with 1 worker and {_n(pg2.median('rate'))} "
-        f"with 2, against pgbench's {_n(tps)} TPC-B transactions/s: {ratio1:.2f}× and "
+        f"{fmt_rate(pg1.median('rate'))} deposits/s with 1 worker and "
+        f"{fmt_rate(pg2.median('rate'))} "
+        f"with 2, against pgbench's {fmt_rate(tps)} TPC-B transactions/s: {ratio1:.2f}× and "
         f"{ratio2:.2f}×, so with 1 worker it {verdict} pgbench. For scale, pgbench's own "
-        f"runs ranged from {_n(spread[0])} to {_n(spread[-1])} tps.\n"
+        f"runs ranged from {fmt_rate(spread[0])} to {fmt_rate(spread[-1])} tps.\n"
     )
     add(
         "PostgreSQL CPU per request (the backends of the benchmark's database; the WAL "
@@ -536,12 +370,12 @@ def render(info: dict[str, str], command: str, opts: Options, series: dict[str, 
         "workers; user+sys from `/proc/PID/stat` over the measured window):\n"
     )
     add(
-        f"- {pg1.config.label}, {pg1.config.connections} connections: {_n(cost1)}\n"
-        f"- {pg2.config.label}, {pg2.config.connections} connections: {_n(cost2)} — "
+        f"- {pg1.config.label}, {pg1.config.connections} connections: {fmt_rate(cost1)}\n"
+        f"- {pg2.config.label}, {pg2.config.connections} connections: {fmt_rate(cost2)} — "
         f"{_gap(cost1, cost2):.0%} from 1 worker "
         f"({'within' if _gap(cost1, cost2) <= WITHIN else 'NOT within'} {WITHIN:.0%})\n"
         f"- {half.config.label} (each of 2 workers' share of the connections): "
-        f"{_n(cost_half)} — {_gap(cost_half, cost2):.0%} from 2 workers "
+        f"{fmt_rate(cost_half)} — {_gap(cost_half, cost2):.0%} from 2 workers "
         f"({'within' if _gap(cost_half, cost2) <= WITHIN else 'NOT within'} {WITHIN:.0%})\n"
     )
     add(
@@ -554,7 +388,7 @@ def render(info: dict[str, str], command: str, opts: Options, series: dict[str, 
     per_core = min(cost1, cost2)
     pg_s = pg2.median("pg_cores") / pg2.median("rate")
     add(
-        f"So one core of socklab serves about {_n(per_core)} of these deposits per second "
+        f"So one core of socklab serves about {fmt_rate(per_core)} of these deposits per second "
         "(the lower of the 1- and 2-worker costs: a busy process has bigger batches and "
         "does better). Workers and hosts share nothing but the database, so N cores of "
         "socklab processes serve about N times that while PostgreSQL keeps up; at the "
@@ -564,7 +398,7 @@ def render(info: dict[str, str], command: str, opts: Options, series: dict[str, 
     add("| socklab cores | deposits/s | PostgreSQL cores for that rate |")
     add("|---:|---:|---:|")
     for n in (1, 2, 4, 8, 16, 32):
-        add(f"| {n} | {_n(n * per_core)} | {n * per_core * pg_s:.1f} |")
+        add(f"| {n} | {fmt_rate(n * per_core)} | {n * per_core * pg_s:.1f} |")
     add(
         "\nA projection, not a measurement: it is linear in costs measured on one small "
         "machine, and it ignores the database's limits other than CPU: every posting to an "
@@ -584,8 +418,12 @@ def render(info: dict[str, str], command: str, opts: Options, series: dict[str, 
             r = s.runs[i]
             bank = s.config.server is not None
             add(
-                f"| {i + 1} | {s.config.label} | {_n(r['rate'])} "
-                + (f"| {r['server_cores']:.2f} | {_n(r['per_cpu_s'])} " if bank else "| – | – ")
+                f"| {i + 1} | {s.config.label} | {fmt_rate(r['rate'])} "
+                + (
+                    f"| {r['server_cores']:.2f} | {fmt_rate(r['per_cpu_s'])} "
+                    if bank
+                    else "| – | – "
+                )
                 + (f"| {r['pg_cores']:.2f} " if s is not sqlite else "| – ")
                 + f"| {r['client_cores']:.2f} | {_others(r):.2f} |"
             )
@@ -595,12 +433,6 @@ def render(info: dict[str, str], command: str, opts: Options, series: dict[str, 
 
 
 # -- main --------------------------------------------------------------------------------
-
-
-def _is_file_option(arg: str, previous: str) -> bool:
-    """``--output``/``--json`` and their values: where the report goes, not what it measures."""
-    names = ("--output", "--json")
-    return arg in names or arg.startswith(tuple(n + "=" for n in names)) or previous in names
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -675,7 +507,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             bank_server("pg-workers", pg_ledger, 2) as workers_server,
         ):
             servers = {s.name: s for s in (sqlite_server, pg_server, workers_server)}
-            sampler.roots.update({key: s.proc.pid for key, s in servers.items()})
+            for key, server in servers.items():
+                sampler.watch(key, server.proc.pid)
             for i in range(opts.runs):
                 turn = i % len(configs)  # a different configuration goes first each run
                 for cfg in configs[turn:] + configs[:turn]:
@@ -695,7 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"postgres {result['pg_cores']:.2f} cores, other "
                         f"{_others(result):.2f} cores, errors {result['errors']}"
                     )
-    shown = [a for a, b in zip(given, ["", *given], strict=False) if not _is_file_option(a, b)]
+    shown = shown_argv(given, ("--output", "--json"))
     command = shlex.join(["python", "benchmarks/bank_scaling.py", *shown])
     ns.output.write_text(render(info, command, opts, series))
     log(f"wrote {ns.output}")

@@ -26,6 +26,9 @@ SEED = 20261201
 
 
 def load_script() -> ModuleType:
+    # The script imports its sibling ``harness`` as it does when run as a script.
+    if str(SCRIPT.parent) not in sys.path:
+        sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("adversarial", SCRIPT)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

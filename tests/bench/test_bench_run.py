@@ -47,6 +47,13 @@ def test_run_writes_a_report(tmp_path: Path) -> None:
     for row in ("| thread baseline, lab |", "| socklab, lab |", "| socklab, json, pipeline 4 |"):
         assert row in text
     assert "| socklab | " in text and "| baseline | " in text
+    # every target gets a verdict: text lab and json, numbers hard and easy, bank x3
+    assert len(re.findall(r"-> \*\*(?:met|not met)\*\*", text)) == 7, text
+    for header in ("## Text service", "## Numbers service", "## Bank", "## Fairness", "## TLS"):
+        assert header in text
+    fairness = [line for line in text.splitlines() if line.startswith("| text, json flood |")]
+    assert len(fairness) == 1 and fairness[0].endswith(("| met |", "| not met |"))
+    assert text.endswith("the table shows the median over runs of each.\n\n")
     check_verdicts(text)
 
 
