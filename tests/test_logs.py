@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from socklab.cli.main import main
-from socklab.logs import configure_logging, fn
+from socklab.logs import configure_logging, fn, host_port
 
 log = logging.getLogger("socklab.test")
 
@@ -88,3 +88,11 @@ def test_cli_log_json(capsys: pytest.CaptureFixture[str]) -> None:
     main(["exchange", "5", "--port", "1", "--log-json"])
     entry = json.loads(capsys.readouterr().err)
     assert entry["level"] == "ERROR" and "cannot connect" in entry["message"]
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "shown"),
+    [("127.0.0.1", 5050, "127.0.0.1:5050"), ("::1", 23060, "[::1]:23060"), ("lab", "1", "lab:1")],
+)
+def test_host_port_puts_an_ipv6_address_in_brackets(host: str, port: int, shown: str) -> None:
+    assert host_port(host, port) == shown

@@ -30,6 +30,11 @@ def fn(name: str) -> dict[str, str]:
     return {"function": name}
 
 
+def host_port(host: str, port: int | str) -> str:
+    """``127.0.0.1:5050``; an IPv6 address in brackets, ``[::1]:5050``, so the port reads apart."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _function(record: logging.LogRecord) -> str:
     return str(getattr(record, "function", record.funcName))
 

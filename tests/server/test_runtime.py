@@ -325,3 +325,20 @@ def test_request_stop_from_a_session_stops_the_listener() -> None:
         wait_until(server.listener.stopped.is_set, "the listener stopped")
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", server.port), timeout=1)
+
+
+def test_an_ipv6_listener_logs_its_address_in_brackets(caplog: pytest.LogCaptureFixture) -> None:
+    from socklab.server.runtime import Listener
+    from socklab.services.text import TextService
+
+    async def scenario() -> int:
+        listener = Listener(TextService(), "::1", 0)
+        await listener.start()
+        try:
+            return listener.port
+        finally:
+            await listener.stop()
+
+    with caplog.at_level("INFO"):
+        port = asyncio.run(scenario())
+    assert f"Text Server started and listening on [::1]:{port}" in caplog.text

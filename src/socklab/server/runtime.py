@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from socklab.errors import DropConnection, PeerProtocolError, RequestRejected
-from socklab.logs import fn
+from socklab.logs import fn, host_port
 from socklab.server.tls import first_byte_error, start_server_tls
 from socklab.services.base import DISCONNECT_MESSAGE, ConnectionInfo, Service, Session, peer_host
 from socklab.wire.framing import (
@@ -221,10 +221,9 @@ class Listener:
         self.port = self._server.sockets[0].getsockname()[1]
         name = self.service.display_name or f"{self.service.name} server"
         log.info(
-            "%s started and listening on %s:%s%s",
+            "%s started and listening on %s%s",
             name,
-            self.host,
-            self.port,
+            host_port(self.host, self.port),
             " (TLS)" if self.tls is not None else "",
             extra=fn("start_server"),
         )
