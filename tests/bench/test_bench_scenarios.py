@@ -23,6 +23,7 @@ from socklab.bench.scenarios import (
     make_scenario,
     reply_fields,
 )
+from socklab.protocol.bank import BankStats, Moved
 from socklab.services.base import ConnectionInfo, Session
 from socklab.services.numbers import NumbersService
 from socklab.services.primality import is_prime, quick_verdict
@@ -107,8 +108,9 @@ def test_json_probe_leaves_the_id_to_the_connection() -> None:
     with pytest.raises(ScenarioError, match="numbers the requests"):
         json_probe({"op": "convert", "id": 1}, None)
     probe = json_probe({"op": "convert", "text": "a"}, {"lower": "a", "upper": "A"})
-    assert reply_fields(probe) == {"ok": True, "lower": "a", "upper": "A"}
-    assert reply_fields(json_probe({"op": "x"}, None)) == {"ok": True}
+    assert probe.reply == b'"ok":true,"lower":"a","upper":"A"}\n'
+    assert reply_fields(probe) == {"lower": "a", "upper": "A"}
+    assert reply_fields(json_probe({"op": "x"}, None)) == {}
 
 
 def test_unknown_scenario_and_unspoken_dialect() -> None:
@@ -169,9 +171,13 @@ def test_bank_deposit_requests_carry_fresh_keys() -> None:
     assert one["op"] == "deposit" and one["amount"] == "1.00"
     assert one["key"] != two["key"]
     assert first.accept is not None
-    reply = {"op": "deposit", "account": 2, "amount": "1.00", "key": one["key"], "replayed": False}
+    moved = Moved("deposit", 2, 1_00, 5_00, one["key"], 9, False, BankStats(1, 1, 0))
+    reply = moved.to_json()
     assert first.accept(reply)
     assert not first.accept({**reply, "replayed": True})
     assert not first.accept({**reply, "key": two["key"]})
+    assert not first.accept({**reply, "amount": "2.00"})
+    assert not first.accept({**reply, "account": 3})
+    assert not first.accept({k: v for k, v in reply.items() if k != "stats"})
     with pytest.raises(ScenarioError, match="account number"):
         make_scenario("bank", ScenarioOptions(extra={"account": "x"})).source(Dialect.JSON, 0)

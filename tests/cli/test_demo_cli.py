@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-import socklab.cli.demo as demo_module
+import socklab.bench.demo as demo_module
 from socklab.cli.main import main
 from socklab.client.bank_client import BankClient
 from socklab.money import parse_amount

@@ -1,152 +1,333 @@
-"""The ATM's client (``BankClient``) against a real bank on a real socket: it retries lost
-replies, timeouts and transient failures with the same key, and gives up after its attempts."""
+"""``BankClient`` as a driver: requests built from the protocol types, ``move()``, the
+retry loop (injected sleep and jitter) and statement paging, over a scripted connection."""
 
 from __future__ import annotations
 
-import asyncio
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from helpers import ScriptedRandom, running_server
-from socklab.client.bank_client import BankClient, new_key, parse_signed_amount
-from socklab.errors import InvalidAmount, LinkBroken, TransientFailure
-from socklab.services.bank import BankService, Transaction
+from socklab.client import bank_client
+from socklab.client.bank_client import BankClient, RetryNotice, TxReceipt
+from socklab.errors import (
+    InsufficientFunds,
+    InvalidRequest,
+    LinkBroken,
+    LinkTimeout,
+    PeerProtocolError,
+)
+from socklab.protocol.bank import (
+    BankStats,
+    Moved,
+    StatementLine,
+    StatementPage,
+)
 
-PIN = "1234"
+STATS = BankStats(total=3, successful=2, failed=1)
+Answer = Callable[[str, dict[str, Any]], dict[str, Any]]
+
+
+class FakeConnection:
+    """Stands for ``JsonClient``: records each request and answers from ``answer``."""
+
+    def __init__(self, bank: FakeBank) -> None:
+        self.bank = bank
+        self.closed = False
+
+    def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        assert not self.closed, "a request on a closed connection"
+        self.bank.sent.append((op, fields))
+        return self.bank.answer(op, fields)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeBank:
+    """The other end: the requests it got, and a scripted answer for each."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+        self.connections: list[FakeConnection] = []
+
+    def ops(self) -> list[str]:
+        return [op for op, _ in self.sent]
+
+
+def moved_reply(op: str, fields: dict[str, Any], *, replayed: bool = False) -> dict[str, Any]:
+    """What the bank answers to a money request (the fields of its reply)."""
+    amount = int(fields["amount"].replace(".", ""))
+    moved = Moved(op, 1, amount, 100_00, fields["key"], 41, replayed, STATS, fields.get("to"))  # type: ignore[arg-type]
+    return moved.to_json()
+
+
+def login_reply() -> dict[str, Any]:
+    return {"account": 1, "name": "Ashik", "balance": "100.00"}
+
+
+def ordinary(op: str, fields: dict[str, Any]) -> dict[str, Any]:
+    if op == "login":
+        return login_reply()
+    if op in ("deposit", "withdraw", "transfer"):
+        return moved_reply(op, fields)
+    raise AssertionError(f"unexpected {op}")
 
 
 @pytest.fixture
-def ledger_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'bank.db'}"
+def connect(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Answer], FakeBank]]:
+    """Make ``JsonClient.connect`` open connections to a ``FakeBank``."""
+
+    def install(answer: Answer) -> FakeBank:
+        bank = FakeBank(answer)
+
+        def fake_connect(host: str, port: int, **kwargs: Any) -> FakeConnection:
+            conn = FakeConnection(bank)
+            bank.connections.append(conn)
+            return conn
+
+        monkeypatch.setattr(bank_client.JsonClient, "connect", fake_connect)
+        return bank
+
+    yield install
 
 
-# -- a dropped connection is retried with the same key, and applied once ---------------
+def client(**kwargs: Any) -> tuple[BankClient, list[float], list[RetryNotice]]:
+    sleeps: list[float] = []
+    notices: list[RetryNotice] = []
+    bank = BankClient(
+        "bank.test",
+        1,
+        sleep=sleeps.append,
+        uniform=lambda low, high: high,
+        on_retry=notices.append,
+        **kwargs,
+    )
+    return bank, sleeps, notices
 
 
-def test_the_client_retries_a_lost_reply_with_the_same_key(ledger_url: str) -> None:
-    rng = ScriptedRandom([0.0, 0.0])  # the first two attempts lose their replies
-    service = BankService(ledger_url, fail_rate=0.5, fail_mode="lose-reply", rng=rng)
-    notices: list[str] = []
-    with (
-        running_server(service) as server,
-        BankClient(
-            "127.0.0.1",
-            server.port,
-            backoff_s=0.01,
-            on_retry=lambda notice: notices.append(notice.describe()),
-        ) as bank,
-    ):
-        bank.login(1, PIN)
-        receipt = bank.deposit(12_50, key="the-key")
-        assert (receipt.attempts, receipt.replayed, receipt.keys_sent) == (3, True, ("the-key",))
-        assert receipt.balance_cents == 10_012_50
-        assert bank.reconnects == 2
-        assert bank.balance().balance_cents == 10_012_50
-    assert len(notices) == 2
-    assert "retrying deposit with the same idempotency key (attempt 2 of 5)" in notices[0]
-
-
-def test_the_client_gives_up_after_its_attempts(ledger_url: str) -> None:
-    service = BankService(ledger_url, fail_rate=1.0, fail_mode="lose-reply")
-    with (
-        running_server(service) as server,
-        BankClient("127.0.0.1", server.port, attempts=3, backoff_s=0.001) as bank,
-    ):
-        bank.login(1, PIN)
-        with pytest.raises(LinkBroken, match="gave up after 3 attempts"):
-            bank.withdraw(1_00, key="k")
-        assert server.call(lambda: service.ledger.get_account(1)).balance_cents == 9_999_00
-
-
-class HeldFirstReply(BankService):
-    """Applies the first money request, then holds its reply until ``release`` is set."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.is_first = True
-        self.release = asyncio.Event()
-
-    async def move(self, *args: Any, **kwargs: Any) -> Transaction:
-        tx = await super().move(*args, **kwargs)
-        if self.is_first:
-            self.is_first = False
-            await self.release.wait()
-        return tx
-
-
-def test_a_timeout_is_retried_with_the_same_key(ledger_url: str) -> None:
-    service = HeldFirstReply(ledger_url)
-    notices: list[str] = []
-    with (
-        running_server(service) as server,
-        BankClient(
-            "127.0.0.1",
-            server.port,
-            timeout_s=30,  # the login's slow PIN check, and the retry's, get all they need
-            backoff_s=0.01,
-            on_retry=lambda notice: notices.append(notice.reason),
-        ) as bank,
-    ):
-        bank.login(1, PIN)
-        # Only the held reply is waited for briefly: the first attempt times out for sure.
-        conn = bank._conn
-        assert conn is not None
-        conn.timeout_s = 0.3
-        conn.sock.settimeout(0.3)
-        try:
-            receipt = bank.transfer(2, 3_00)
-        finally:
-            server.loop.call_soon_threadsafe(service.release.set)
-        assert (receipt.attempts, receipt.replayed) == (2, True)
-        assert server.call(lambda: service.ledger.get_account(2)).balance_cents == 10_003_00
-    assert notices == [f"no reply from 127.0.0.1:{server.port} within 0.3 s"]
-
-
-def test_a_transient_failure_is_retried_with_the_same_key(ledger_url: str) -> None:
-    service = BankService(ledger_url, fail_rate=0.5, rng=ScriptedRandom([0.0]))
-    with (
-        running_server(service) as server,
-        BankClient("127.0.0.1", server.port, backoff_s=0.01) as bank,
-    ):
-        bank.login(1, PIN)
-        receipt = bank.deposit(1_00, key="k")
-        assert (receipt.attempts, receipt.replayed, receipt.keys_sent) == (2, False, ("k",))
-        stats = bank.stats()
-        assert (stats.total, stats.successful, stats.failed) == (2, 1, 1)
-    with (
-        running_server(BankService(ledger_url, fail_rate=1.0)) as server,
-        BankClient("127.0.0.1", server.port, retry_transient=False) as bank,
-    ):
-        bank.login(1, PIN)
-        with pytest.raises(TransientFailure):
-            bank.deposit(1_00)
-
-
-# -- the pure parts ------------------------------------------------------------------------
+# -- move ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("text", "cents"),
-    [("5", 500), ("-5.00", -500), ("0.01", 1), ("-0.50", -50)],
+    ("op", "to", "sent"),
+    [
+        ("deposit", None, {"amount": "12.50", "key": "k"}),
+        ("withdraw", None, {"amount": "12.50", "key": "k"}),
+        ("transfer", 2, {"amount": "12.50", "key": "k", "to": 2}),
+    ],
 )
-def test_parse_signed_amount(text: str, cents: int) -> None:
-    assert parse_signed_amount(text) == cents
+def test_move_sends_one_request_per_op_and_reads_the_receipt(
+    connect: Callable[[Answer], FakeBank], op: str, to: int | None, sent: dict[str, Any]
+) -> None:
+    fake = connect(ordinary)
+    bank, sleeps, _ = client()
+    bank.login(1, "1234")
+    receipt = bank.move(op, 12_50, to=to, key="k")  # type: ignore[arg-type]
+    assert fake.sent[-1] == (op, sent)
+    assert isinstance(receipt, TxReceipt)
+    assert receipt.moved == Moved(op, 1, 12_50, 100_00, "k", 41, False, STATS, to)  # type: ignore[arg-type]
+    assert (receipt.attempts, receipt.keys_sent, sleeps) == (1, ("k",), [])
+    assert (receipt.op, receipt.to, receipt.balance_cents, receipt.posting_id) == (
+        op,
+        to,
+        100_00,
+        41,
+    )
 
 
-@pytest.mark.parametrize("text", ["", "-", "--5", "5.001", "abc"])
-def test_parse_signed_amount_refuses_nonsense(text: str) -> None:
-    with pytest.raises(InvalidAmount):
-        parse_signed_amount(text)
+def test_the_named_helpers_are_move(connect: Callable[[Answer], FakeBank]) -> None:
+    fake = connect(ordinary)
+    bank, _, _ = client()
+    bank.deposit(1_00, key="a")
+    bank.withdraw(2_00, key="b")
+    bank.transfer(3, 3_00, key="c")
+    assert fake.sent == [
+        ("deposit", {"amount": "1.00", "key": "a"}),
+        ("withdraw", {"amount": "2.00", "key": "b"}),
+        ("transfer", {"amount": "3.00", "key": "c", "to": 3}),
+    ]
 
 
-def test_new_keys_are_fresh_and_carry_their_prefix() -> None:
-    keys = {new_key("atm") for _ in range(100)}
-    assert len(keys) == 100
-    assert all(k.startswith("atm-") and len(k) == len("atm-") + 32 for k in keys)
+def test_move_makes_a_fresh_key_when_none_is_given(connect: Callable[[Answer], FakeBank]) -> None:
+    fake = connect(ordinary)
+    bank, _, _ = client(key_prefix="kiosk")
+    one, two = bank.move("deposit", 1_00), bank.move("deposit", 1_00)
+    assert one.key.startswith("kiosk-") and two.key.startswith("kiosk-")
+    assert one.key != two.key
+    assert [fields["key"] for _, fields in fake.sent] == [one.key, two.key]
 
 
-def test_attempts_below_one_are_refused() -> None:
-    with pytest.raises(ValueError, match="attempts must be at least 1"):
-        BankClient("127.0.0.1", 1, attempts=0)
+@pytest.mark.parametrize(("op", "to"), [("transfer", None), ("deposit", 2), ("withdraw", 2)])
+def test_a_transfer_needs_to_and_only_a_transfer(
+    connect: Callable[[Answer], FakeBank], op: str, to: int | None
+) -> None:
+    fake = connect(ordinary)
+    bank, _, _ = client()
+    with pytest.raises(InvalidRequest):
+        bank.move(op, 1_00, to=to)  # type: ignore[arg-type]
+    assert fake.sent == []
+
+
+def test_a_refusal_goes_up_at_once(connect: Callable[[Answer], FakeBank]) -> None:
+    def answer(op: str, fields: dict[str, Any]) -> dict[str, Any]:
+        raise InsufficientFunds("not enough")
+
+    fake = connect(answer)
+    bank, sleeps, notices = client()
+    with pytest.raises(InsufficientFunds):
+        bank.withdraw(1_00, key="k")
+    assert (len(fake.sent), sleeps, notices) == (1, [], [])
+
+
+def test_an_odd_reply_is_a_protocol_error(connect: Callable[[Answer], FakeBank]) -> None:
+    connect(lambda op, fields: {**moved_reply(op, fields), "posting": "forty-one"})
+    bank, _, _ = client()
+    with pytest.raises(PeerProtocolError, match="odd reply"):
+        bank.deposit(1_00)
+
+
+# -- the retry driver ---------------------------------------------------------------------
+
+
+def test_a_lost_link_reconnects_logs_in_again_and_resends_the_same_key(
+    connect: Callable[[Answer], FakeBank],
+) -> None:
+    failures = [LinkBroken("the bank closed the connection"), LinkTimeout("no reply")]
+
+    def answer(op: str, fields: dict[str, Any]) -> dict[str, Any]:
+        if op == "deposit" and failures:
+            raise failures.pop(0)
+        return ordinary(op, fields) if op != "deposit" else moved_reply(op, fields, replayed=True)
+
+    fake = connect(answer)
+    bank, sleeps, notices = client(backoff_s=0.5, max_backoff_s=0.75)
+    bank.login(1, "1234")
+    receipt = bank.deposit(5_00, key="same")
+    assert fake.ops() == ["login", "deposit", "login", "deposit", "login", "deposit"]
+    assert [fields.get("key") for op, fields in fake.sent if op == "deposit"] == ["same"] * 3
+    assert [c.closed for c in fake.connections] == [True, True, False]
+    assert (receipt.attempts, receipt.replayed, receipt.keys_sent) == (3, True, ("same",))
+    assert sleeps == [0.5, 0.75]
+    assert [(n.attempt, n.key, n.same_key) for n in notices] == [
+        (2, "same", True),
+        (3, "same", True),
+    ]
+    assert bank.reconnects == 2
+
+
+def test_naive_retries_send_a_new_key_each_time(connect: Callable[[Answer], FakeBank]) -> None:
+    failures = 2
+
+    def answer(op: str, fields: dict[str, Any]) -> dict[str, Any]:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise LinkBroken("lost")
+        return ordinary(op, fields)
+
+    fake = connect(answer)
+    bank, _, notices = client(new_key_each_attempt=True, key_prefix="naive")
+    receipt = bank.deposit(1_00, key="first")
+    keys = [fields["key"] for _, fields in fake.sent]
+    assert keys[0] == "first" and len(set(keys)) == 3
+    assert receipt.keys_sent == tuple(keys) and receipt.key == keys[-1]
+    assert all(not n.same_key for n in notices)
+
+
+def test_giving_up_says_how_many_attempts(connect: Callable[[Answer], FakeBank]) -> None:
+    def answer(op: str, fields: dict[str, Any]) -> dict[str, Any]:
+        raise LinkTimeout("no reply from bank.test:1 within 5 s")
+
+    fake = connect(answer)
+    bank, sleeps, _ = client(attempts=3, backoff_s=0.1)
+    with pytest.raises(LinkTimeout, match=r"within 5 s \(gave up after 3 attempts\)$"):
+        bank.balance()
+    assert len(fake.sent) == 3 and len(sleeps) == 2
+
+
+def test_a_failed_connect_is_retried_like_a_lost_link(
+    monkeypatch: pytest.MonkeyPatch, connect: Callable[[Answer], FakeBank]
+) -> None:
+    fake = connect(ordinary)
+    real_connect = bank_client.JsonClient.connect
+    refusals = [LinkBroken("cannot connect: refused")]
+
+    def flaky_connect(*args: Any, **kwargs: Any) -> Any:
+        if refusals:
+            raise refusals.pop()
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(bank_client.JsonClient, "connect", flaky_connect)
+    bank, sleeps, _ = client()
+    assert bank.deposit(1_00, key="k").attempts == 2
+    assert fake.ops() == ["deposit"] and len(sleeps) == 1
+
+
+# -- statements ---------------------------------------------------------------------------
+
+
+def line(posting: int) -> StatementLine:
+    return StatementLine(posting, "deposit", 1_00, posting * 1_00, None, f"k{posting}", 1.5)
+
+
+def paged(postings: int) -> Answer:
+    """A bank whose account has postings ``postings``..1, served newest first."""
+
+    def answer(op: str, fields: dict[str, Any]) -> dict[str, Any]:
+        assert op == "statement"
+        before = fields.get("before", postings + 1)
+        ids = list(range(before - 1, 0, -1))[: fields["limit"]]
+        cursor = ids[-1] if ids and ids[-1] > 1 else None
+        return StatementPage(1, postings * 1_00, tuple(map(line, ids)), cursor).to_json()
+
+    return answer
+
+
+def test_statement_sends_the_cursor_and_reads_the_page(
+    connect: Callable[[Answer], FakeBank],
+) -> None:
+    fake = connect(paged(7))
+    bank, _, _ = client()
+    page = bank.statement(3, before=5)
+    assert fake.sent == [("statement", {"limit": 3, "before": 5})]
+    assert [x.posting_id for x in page.lines] == [4, 3, 2]
+    assert page.next_before == 2 and page.balance_cents == 7_00
+    assert bank.statement().lines[0] == line(7)
+    assert fake.sent[-1] == ("statement", {"limit": 10})
+
+
+@pytest.mark.parametrize(("postings", "size"), [(1, 1000), (7, 3), (9, 3), (5, 1), (3, 10)])
+def test_statement_pages_walk_the_whole_journal(
+    connect: Callable[[Answer], FakeBank], postings: int, size: int
+) -> None:
+    fake = connect(paged(postings))
+    bank, _, _ = client()
+    pages = list(bank.statement_pages(size))
+    ids = [x.posting_id for page in pages for x in page.lines]
+    assert ids == list(range(postings, 0, -1))
+    assert len(fake.sent) == len(pages) == -(-postings // size)
+    assert [fields.get("before") for _, fields in fake.sent][1:] == [
+        page.next_before for page in pages[:-1]
+    ]
+
+
+def test_a_cursor_that_does_not_move_back_ends_the_walk(
+    connect: Callable[[Answer], FakeBank],
+) -> None:
+    connect(lambda op, fields: StatementPage(1, 0, (line(5),), 5).to_json())
+    bank, _, _ = client()
+    with pytest.raises(PeerProtocolError, match="must move back"):
+        list(bank.statement_pages(1))
+
+
+@pytest.mark.parametrize("limit", [0, 1001])
+def test_a_statement_limit_out_of_range_is_refused_here(
+    connect: Callable[[Answer], FakeBank], limit: int
+) -> None:
+    fake = connect(paged(1))
+    bank, _, _ = client()
+    with pytest.raises(ValueError, match="limit"):
+        bank.statement(limit)
+    assert fake.sent == []

@@ -1,201 +1,95 @@
-"""The json client: ``check_reply`` on plain values, and ``JsonClient`` over real sockets
-(a real server, and a raw one that answers what a test tells it to)."""
+"""``JsonClient`` reads replies through the protocol's envelope, over a real socket."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import json
 import socket
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
-from helpers import HOST, running_server
-from socklab.client.json_client import JsonClient, check_reply
-from socklab.errors import (
-    DropConnection,
-    InsufficientFunds,
-    LinkBroken,
-    LinkClosed,
-    LinkTimeout,
-    PeerProtocolError,
-    RequestRejected,
-)
-from socklab.server.runtime import Limits
-from socklab.services.base import ConnectionInfo, Service, Session
+from helpers import HOST
+from socklab.client.json_client import JsonClient
+from socklab.errors import InsufficientFunds, PeerProtocolError, TransientFailure
 
-WHERE = "127.0.0.1:5052"
 
-# -- check_reply -------------------------------------------------------------------------
+@contextmanager
+def replying(*replies: dict[str, Any]) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    """A server on a free port that reads one request line per reply and sends the reply
+    with the request's id; yields the port and the requests it got."""
+    listener = socket.create_server((HOST, 0))
+    got: list[dict[str, Any]] = []
+
+    def serve() -> None:
+        with listener:
+            conn, _ = listener.accept()
+            with conn, conn.makefile("rb") as lines:
+                for reply in replies:
+                    request = json.loads(lines.readline())
+                    got.append(request)
+                    conn.sendall(json.dumps({"id": request.get("id"), **reply}).encode() + b"\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1], got
+    finally:
+        thread.join(10)
+
+
+def test_a_successful_reply_is_its_fields_without_the_envelope() -> None:
+    with (
+        replying({"ok": True, "lower": "a"}) as (port, got),
+        JsonClient.connect(HOST, port) as client,
+    ):
+        assert client.request("convert", text="A") == {"lower": "a"}
+    assert got == [{"op": "convert", "id": 1, "text": "A"}]
+
+
+def test_a_replayed_refusal_says_so() -> None:
+    error = {"code": "insufficient_funds", "message": "not enough", "replayed": True}
+    fresh = {"code": "insufficient_funds", "message": "not enough"}
+    with (
+        replying({"ok": False, "error": error}, {"ok": False, "error": fresh}) as (port, _),
+        JsonClient.connect(HOST, port) as client,
+    ):
+        with pytest.raises(InsufficientFunds) as first:
+            client.request("withdraw", amount="1.00", key="k")
+        with pytest.raises(InsufficientFunds) as second:
+            client.request("withdraw", amount="1.00", key="k")
+    assert first.value.replayed is True and first.value.message == "not enough"
+    assert second.value.replayed is False
+
+
+def test_a_transient_failure_is_its_class() -> None:
+    error = {"code": "transient_failure", "message": "try again"}
+    with (
+        replying({"ok": False, "error": error}) as (port, _),
+        JsonClient.connect(HOST, port) as client,
+        pytest.raises(TransientFailure),
+    ):
+        client.request("deposit", amount="1.00", key="k")
 
 
 @pytest.mark.parametrize(
     "reply",
     [
-        {"id": 1, "ok": True},
-        {"id": 1, "ok": True, "balance": "10.00"},
+        {"ok": False, "error": {}},
+        {"ok": False, "error": {"code": 7, "message": "x"}},
+        {"ok": False},
+        {"ok": "yes"},
+        {},
     ],
-    ids=["bare", "with-fields"],
+    ids=["empty-error", "numeric-code", "no-error", "ok-not-bool", "no-ok"],
 )
-def test_a_successful_reply_is_returned_as_it_is(reply: dict[str, Any]) -> None:
-    assert check_reply(reply, 1, WHERE) is reply
-
-
-@pytest.mark.parametrize(
-    ("reply", "exception", "code", "message"),
-    [
-        (
-            {"id": 1, "ok": False, "error": {"code": "insufficient_funds", "message": "no"}},
-            InsufficientFunds,
-            "insufficient_funds",
-            "no",
-        ),
-        (
-            {"id": 1, "ok": False, "error": {"code": "from_the_future", "message": "new"}},
-            RequestRejected,
-            "from_the_future",
-            "new",
-        ),
-        ({"id": 1, "ok": False, "error": {}}, RequestRejected, "rejected", ""),
-    ],
-    ids=["known-code", "unknown-code", "no-code"],
-)
-def test_an_error_reply_raises_its_rejection(
-    reply: dict[str, Any], exception: type[RequestRejected], code: str, message: str
-) -> None:
-    with pytest.raises(exception) as raised:
-        check_reply(reply, 1, WHERE)
-    assert type(raised.value) is exception
-    assert (raised.value.code, raised.value.message) == (code, message)
-
-
-@pytest.mark.parametrize(
-    ("reply", "complaint"),
-    [
-        ({"id": 2, "ok": True}, "answered request 2, not 1"),
-        ({"ok": True}, "answered request None, not 1"),
-        ({"id": 1}, "a reply without 'ok'"),
-        ({"id": 1, "ok": "true"}, "a reply without 'ok'"),
-        ({"id": 1, "ok": False, "error": "no"}, "a reply without 'ok'"),
-        ({"id": 1, "ok": False}, "a reply without 'ok'"),
-    ],
-    ids=["other-id", "no-id", "no-ok", "ok-a-string", "error-not-an-object", "no-error"],
-)
-def test_a_reply_that_makes_no_sense_is_a_peer_protocol_error(
-    reply: dict[str, Any], complaint: str
-) -> None:
-    with pytest.raises(PeerProtocolError) as raised:
-        check_reply(reply, 1, WHERE)
-    assert raised.value.code == "bad_reply"
-    assert f"the server at {WHERE}" in raised.value.message
-    assert complaint in raised.value.message
-
-
-# -- JsonClient against a real server ----------------------------------------------------
-
-
-class TellerSession(Session):
-    """json ops: echo, refuse (insufficient funds), drop (closes), hold (never answers)."""
-
-    def handle_json(self, request: dict[str, Any]) -> Any:
-        op = request.get("op")
-        if op == "echo":
-            return {"value": request.get("value")}
-        if op == "refuse":
-            raise InsufficientFunds("not today")
-        if op == "drop":
-            raise DropConnection
-        if op == "hold":
-            return asyncio.Event().wait()  # no reply, ever
-        raise AssertionError(op)
-
-
-class TellerService(Service):
-    name = "teller"
-
-    def open_session(self, conn: ConnectionInfo) -> Session:
-        return TellerSession()
-
-
-def test_requests_and_replies_match_by_id_and_a_refusal_keeps_the_connection() -> None:
+def test_a_reply_that_is_not_an_envelope_is_a_protocol_error(reply: dict[str, Any]) -> None:
     with (
-        running_server(TellerService()) as server,
-        JsonClient.connect(HOST, server.port, timeout_s=30) as client,
+        replying(reply) as (port, _),
+        JsonClient.connect(HOST, port) as client,
+        pytest.raises(PeerProtocolError) as caught,
     ):
-        assert client.request("echo", value="a") == {"id": 1, "ok": True, "value": "a"}
-        with pytest.raises(InsufficientFunds, match="not today"):
-            client.request("refuse")
-        assert client.request("echo", value=[1, 2]) == {"id": 3, "ok": True, "value": [1, 2]}
-
-
-def test_a_server_that_closes_is_a_broken_link_and_the_client_is_closed() -> None:
-    with (
-        running_server(TellerService()) as server,
-        JsonClient.connect(HOST, server.port, timeout_s=30) as client,
-    ):
-        with pytest.raises(LinkBroken, match=f"the server at {HOST}:{server.port} closed"):
-            client.request("drop")
-        with pytest.raises(LinkClosed):
-            client.request("echo", value=1)
-
-
-def test_a_silent_server_is_a_timeout() -> None:
-    # The held request never ends: the server's stop aborts it after a short grace.
-    with (
-        running_server(TellerService(), Limits(shutdown_grace_s=0.1)) as server,
-        JsonClient.connect(HOST, server.port, timeout_s=0.2) as client,
-    ):
-        with pytest.raises(LinkTimeout, match=r"no reply from .* within 0.2 s"):
-            client.request("hold")
-        with pytest.raises(LinkClosed):  # the connection is out of step: closed
-            client.request("echo", value=1)
-
-
-def test_nothing_listening_is_a_broken_link() -> None:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))  # bound, not listening: connections are refused
-        port = sock.getsockname()[1]
-        with pytest.raises(LinkBroken, match=f"cannot connect to {HOST}:{port}"):
-            JsonClient.connect(HOST, port, timeout_s=5)
-
-
-@contextlib.contextmanager
-def raw_server(answer: bytes) -> Iterator[int]:
-    """A server that answers any request with ``answer``, then waits for the client to go."""
-    listener = socket.create_server((HOST, 0))
-
-    def serve() -> None:
-        with contextlib.suppress(OSError):
-            conn, _ = listener.accept()
-            with conn:
-                conn.recv(65536)
-                conn.sendall(answer)
-                conn.recv(65536)  # until the client closes
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        listener.close()
-        thread.join(10)
-
-
-@pytest.mark.parametrize(
-    ("answer", "complaint"),
-    [
-        (b"OK balance 10.00\n", "sent an invalid reply"),
-        (b'{"id": 7, "ok": true}\n', "answered request 7, not 1"),
-        (b'{"id": 1, "okay": true}\n', "a reply without 'ok'"),
-    ],
-    ids=["not-json", "other-id", "no-ok"],
-)
-def test_a_reply_that_makes_no_sense_from_a_real_socket(answer: bytes, complaint: str) -> None:
-    with (
-        raw_server(answer) as port,
-        JsonClient.connect(HOST, port, timeout_s=30) as client,
-        pytest.raises(PeerProtocolError, match=complaint),
-    ):
-        client.request("echo", value=1)
+        client.request("stats")
+    assert caught.value.code == "bad_reply"

@@ -81,3 +81,10 @@ def test_unwrap_refuses_what_is_not_an_answer(reply: dict[str, Any], words: str)
 def test_the_load_generator_prefix_makes_a_valid_request() -> None:
     body = b'"op":"convert","text":"hi"}'
     assert json.loads(envelope.id_prefix(12) + body) == {"id": 12, "op": "convert", "text": "hi"}
+
+
+def test_the_error_mark_is_how_an_encoded_error_reply_reads() -> None:
+    from socklab.wire.framing import encode_json
+
+    assert envelope.ERROR_MARK in encode_json(envelope.error_reply(3, "busy", "later"))
+    assert envelope.ERROR_MARK not in encode_json(envelope.ok_reply(3, {"ok_false": "ok"}))

@@ -39,6 +39,8 @@ from typing import Any, cast
 from socklab.bench.histogram import LatencyHistogram
 from socklab.bench.scenarios import Probe, ProbeSource, Scenario, reply_fields
 from socklab.client.tls import TlsConfigError, TlsOptions, client_context, explain_tls_failure
+from socklab.errors import PeerProtocolError, RequestRejected
+from socklab.protocol.envelope import ERROR_MARK, id_prefix, unwrap
 from socklab.wire.framing import Dialect
 
 TICK_S = 0.2
@@ -357,32 +359,33 @@ class JsonConnection(LineConnection):
     def encode(self, probe: Probe) -> tuple[bytes, bytes | None]:
         self._ids += 1
         rid = self._ids
-        request = b'{"id":%d,%b' % (rid, probe.request)
+        prefix = id_prefix(rid)
+        request = prefix + probe.request
         if probe.reply is None:
             return request, None
-        return request, b'{"id":%d,%b' % (rid, probe.reply)
+        return request, prefix + probe.reply
 
     def error_kind(self, line: bytes) -> str:
         if line.startswith(b"ERROR "):
             return self.gen.check_refusal(line) or "wrong_reply"
-        return "error_reply" if b'"ok":false' in line else "wrong_reply"
+        return "error_reply" if ERROR_MARK in line else "wrong_reply"
 
     def judge(self, reply: bytes, entry: _InFlight) -> bool:
         try:
             value = json.loads(reply)
         except ValueError:
             return False
-        if (
-            not isinstance(value, dict)
-            or value.get("id") != entry[3]
-            or value.get("ok") is not True
-        ):
+        if not isinstance(value, dict):
+            return False
+        try:
+            fields = unwrap(value, entry[3], "the server")
+        except (RequestRejected, PeerProtocolError):
             return False
         probe = entry[2]
         for key, expected in reply_fields(probe).items():
-            if value.get(key) != expected:
+            if fields.get(key) != expected:
                 return False
-        return probe.accept is None or bool(probe.accept(value))
+        return probe.accept is None or bool(probe.accept(fields))
 
 
 class LabConnection(BenchConnection):

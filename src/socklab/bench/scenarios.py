@@ -19,7 +19,9 @@ Per dialect:
   member on (``"op":"convert",...}\\n``); the connection puts ``{"id":N,`` in front.
   ``reply`` likewise is the expected reply after ``{"id":N,`` in socklab's encoding, or
   ``None``; a reply that is not those bytes is parsed and must carry the right ``id``,
-  ``"ok": true``, every member of ``reply`` and pass ``accept(obj)`` if given.
+  ``"ok": true``, every member of ``reply`` and pass ``accept(fields)`` if given (the
+  reply's fields, without the envelope). Requests and replies are built with
+  ``socklab.protocol`` (``envelope``, and the bank's types), once per scenario.
 
 Adding a service: subclass ``Scenario`` (``name``, ``dialects``, ``source``) and add it to
 ``SCENARIOS``. A source may send ``setup`` probes first on every (re)connection, such as a
@@ -37,7 +39,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from socklab.services import DEFAULT_PORTS
+from socklab.client.exchange import check_server_reply
+from socklab.errors import PeerProtocolError
+from socklab.protocol import DEFAULT_PORTS, envelope
+from socklab.protocol.bank import Login, Move, Moved, read_reply
 from socklab.wire.framing import Dialect, encode_json, encode_lab_frame
 
 
@@ -128,8 +133,13 @@ def json_probe(
     if "id" in body:
         raise ScenarioError("the connection numbers the requests itself")
     request = encode_json(body)[1:]
-    reply = None if reply_fields is None else encode_json({"ok": True, **reply_fields})[1:]
+    reply = None if reply_fields is None else encode_json(envelope.ok_reply(None, reply_fields))[1:]
     return Probe(request, reply, accept)
+
+
+def json_request(op: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """A json request without an id (``json_probe``'s ``body``)."""
+    return envelope.request(op, None, fields)
 
 
 def line_probe(text: str, reply: str | None, accept: Callable[[Any], bool] | None = None) -> Probe:
@@ -180,7 +190,7 @@ class TextScenario(Scenario):
         for text in TEXT_LINES:
             if dialect is Dialect.JSON:
                 fields = {"lower": text.lower(), "upper": text.upper()}
-                probes.append(json_probe({"op": "convert", "text": text}, fields))
+                probes.append(json_probe(json_request("convert", {"text": text}), fields))
             elif dialect is Dialect.LINE:
                 probes.append(line_probe(text, text_reply(text)))
             else:
@@ -327,7 +337,7 @@ class NumbersScenario(Scenario):
                 fields = {"prime": prime, "palindrome": palindrome}
                 # Big numbers go as strings: JSON parsers cap integers (Python at 4,300 digits).
                 number: int | str = n if self.options.digits is None else decimal(n)
-                probes.append(json_probe({"op": "check", "number": number}, fields))
+                probes.append(json_probe(json_request("check", {"number": number}), fields))
             elif dialect is Dialect.LINE:
                 probes.append(line_probe(decimal(n), numbers_reply(prime, palindrome)))
             else:
@@ -345,14 +355,11 @@ _EXCHANGE_LINE = re.compile(
 
 def _exchange_json_check(name: str, number: int) -> Callable[[Any], bool]:
     def accept(reply: Any) -> bool:
-        theirs = reply.get("server_number")
-        return (
-            isinstance(theirs, int)
-            and 1 <= theirs <= 100
-            and reply.get("client_number") == number
-            and reply.get("sum") == number + theirs
-            and isinstance(reply.get("server_name"), str)
-        )
+        try:
+            check_server_reply(reply, number)
+        except ValueError:
+            return False
+        return "sum" in reply and reply.get("client_number") == number
 
     return accept
 
@@ -391,7 +398,7 @@ class ExchangeScenario(Scenario):
         for _ in range(32):
             number = rng.randint(1, 100)
             if dialect is Dialect.JSON:
-                body = {"op": "exchange", "client_name": client, "client_number": number}
+                body = json_request("exchange", {"client_name": client, "client_number": number})
                 probes.append(json_probe(body, None, _exchange_json_check(client, number)))
             else:
                 probes.append(
@@ -401,6 +408,11 @@ class ExchangeScenario(Scenario):
 
 
 # -- bank --------------------------------------------------------------------------------
+
+
+BANK_DEPOSIT_CENTS = 100
+_KEY_SLOT = "k" * 32
+"""Stands for the key in the pre-encoded deposit: a uuid4's 32 hex digits take its place."""
 
 
 class BankSource(ProbeSource):
@@ -413,22 +425,29 @@ class BankSource(ProbeSource):
 
     def __init__(self, account: int, pin: str) -> None:
         self.account = account
-        self.setup = (json_probe({"op": "login", "account": account, "pin": pin}, None),)
-        self._prefix = encode_json({"op": "deposit", "amount": "1.00"})[1:-2]
+        login = Login(account, pin)
+        self.setup = (json_probe(json_request(login.op, login.to_json()), None),)
+        # Encoded once from the protocol's own request; each deposit only splices its key in.
+        deposit = Move("deposit", BANK_DEPOSIT_CENTS, _KEY_SLOT)
+        encoded = encode_json(json_request(deposit.op, deposit.to_json()))[1:]
+        self._before_key, self._after_key = encoded.split(_KEY_SLOT.encode("ascii"))
 
     def next(self) -> Probe:
         key = uuid.uuid4().hex
-        # Built by hand: a fresh key for every deposit, at the cost of one format.
-        request = b'%b,"key":"%b"}\n' % (self._prefix, key.encode("ascii"))
+        request = self._before_key + key.encode("ascii") + self._after_key
         account = self.account
 
         def accept(reply: Any) -> bool:
+            try:
+                moved = read_reply(Moved.from_json, reply)
+            except PeerProtocolError:
+                return False
             return (
-                reply.get("key") == key
-                and reply.get("op") == "deposit"
-                and reply.get("account") == account
-                and reply.get("amount") == "1.00"
-                and reply.get("replayed") is False
+                moved.key == key
+                and moved.op == "deposit"
+                and moved.account == account
+                and moved.amount_cents == BANK_DEPOSIT_CENTS
+                and not moved.replayed
             )
 
         return Probe(request, None, accept)
@@ -470,8 +489,8 @@ def make_scenario(name: str, options: ScenarioOptions | None = None) -> Scenario
 
 
 def reply_fields(probe: Probe) -> dict[str, Any]:
-    """The members a json probe's reply must carry (from its predicted bytes)."""
+    """The fields a json probe's reply must carry, without the envelope (from its
+    predicted bytes)."""
     if probe.reply is None:
-        return {"ok": True}
-    value: dict[str, Any] = json.loads(b"{" + probe.reply)
-    return value
+        return {}
+    return envelope.unwrap(json.loads(b"{" + probe.reply), None, "the prediction")

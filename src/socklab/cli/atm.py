@@ -20,14 +20,7 @@ import click
 
 from socklab.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Failed, logging_options
 from socklab.cli.tls import tls_client_options
-from socklab.client.bank_client import (
-    DEFAULT_PORT,
-    BankClient,
-    BankStats,
-    RetryNotice,
-    Statement,
-    TxReceipt,
-)
+from socklab.client.bank_client import BankClient, RetryNotice, TxReceipt
 from socklab.client.tls import TlsOptions
 from socklab.errors import (
     AccountLocked,
@@ -38,6 +31,14 @@ from socklab.errors import (
     RequestRejected,
 )
 from socklab.money import format_cents, parse_amount
+from socklab.protocol import DEFAULT_PORTS
+from socklab.protocol.bank import (
+    DEFAULT_STATEMENT_LIMIT,
+    MAX_STATEMENT_LIMIT,
+    BankStats,
+    MoneyOp,
+    StatementPage,
+)
 
 log = logging.getLogger("socklab.cli")
 ATM = {"function": "atm"}
@@ -51,6 +52,11 @@ EXIT_NETWORK = 4
 
 MAX_LOGIN_TRIES = 3
 MENU = ("Check balance", "Deposit", "Withdraw", "Transfer", "Mini statement", "Exit")
+MENU_OPS: dict[str, MoneyOp] = {
+    "Deposit": "deposit",
+    "Withdraw": "withdraw",
+    "Transfer": "transfer",
+}
 PIN_ENV = "SOCKLAB_PIN"
 
 
@@ -69,13 +75,7 @@ class AtmSettings:
 
 def stats_lines(stats: BankStats, *, with_successful: bool = True) -> list[str]:
     """The seed's statistics lines."""
-    lines = [f"Successful transactions: {stats.successful}"] if with_successful else []
-    return [
-        *lines,
-        f"Total transactions: {stats.total}",
-        f"Success rate: {stats.success_rate:.2f}",
-        f"Error rate: {stats.error_rate:.2f}",
-    ]
+    return stats.lab_lines(with_successful=with_successful).splitlines()
 
 
 def receipt_lines(receipt: TxReceipt) -> list[str]:
@@ -88,7 +88,7 @@ def receipt_lines(receipt: TxReceipt) -> list[str]:
     ]
 
 
-def statement_lines(statement: Statement) -> list[str]:
+def statement_lines(statement: StatementPage) -> list[str]:
     lines = [f"Mini statement of account {statement.account} (newest first):"]
     for line in statement.lines:
         amount = format_cents(line.amount_cents)
@@ -200,7 +200,9 @@ def parse_amount_arg(text: str) -> int:
 
 @click.group(invoke_without_command=True)
 @click.option("--host", default="127.0.0.1", show_default=True, envvar="SOCKLAB_HOST")
-@click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True)
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=DEFAULT_PORTS["bank"], show_default=True
+)
 @click.option("--account", type=click.IntRange(1), help="Account number (asked if not given).")
 @click.option(
     "--timeout",
@@ -302,17 +304,11 @@ def balance(settings: AtmSettings) -> int:
     return run_scripted(settings, action)
 
 
-def run_move(settings: AtmSettings, op: str, amount: str, to: int | None = None) -> int:
+def run_move(settings: AtmSettings, op: MoneyOp, amount: str, to: int | None = None) -> int:
     cents = parse_amount_arg(amount)
 
     def action(bank: BankClient) -> list[str]:
-        if op == "deposit":
-            receipt = bank.deposit(cents)
-        elif op == "withdraw":
-            receipt = bank.withdraw(cents)
-        else:
-            assert to is not None
-            receipt = bank.transfer(to, cents)
+        receipt = bank.move(op, cents, to=to)
         report_retries(receipt)
         return receipt_lines(receipt)
 
@@ -345,7 +341,12 @@ def transfer(settings: AtmSettings, to: int, amount: str) -> int:
 
 
 @atm.command()
-@click.option("--limit", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, MAX_STATEMENT_LIMIT),
+    default=DEFAULT_STATEMENT_LIMIT,
+    show_default=True,
+)
 @click.pass_obj
 def statement(settings: AtmSettings, limit: int) -> int:
     """Show the newest postings of the account."""
@@ -415,19 +416,13 @@ def _perform(bank: BankClient, item: str) -> list[str]:
         info = bank.balance()
         return [f"Your balance is {format_cents(info.balance_cents)}", *stats_lines(info.stats)]
     if item == "Mini statement":
-        return statement_lines(bank.statement(10))
+        return statement_lines(bank.statement(DEFAULT_STATEMENT_LIMIT))
     to = None
     if item == "Transfer":
         to = ask_account("Enter the account to transfer to: ")
     amount = ask_amount(f"Enter amount to {item.lower()}: ")
     if amount is None:
         return []
-    if item == "Deposit":
-        receipt = bank.deposit(amount)
-    elif item == "Withdraw":
-        receipt = bank.withdraw(amount)
-    else:
-        assert to is not None
-        receipt = bank.transfer(to, amount)
+    receipt = bank.move(MENU_OPS[item], amount, to=to)
     report_retries(receipt)
     return receipt_lines(receipt)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import click
 
 from socklab.cli.common import EXIT_FAILURE, Failed, logging_options
 from socklab.cli.tls import tls_client_options
+from socklab.client.exchange import check_server_reply
 from socklab.client.json_client import JsonClient
 from socklab.client.tls import TlsOptions
 from socklab.errors import LinkError, PeerProtocolError, RequestRejected
+from socklab.protocol import DEFAULT_PORTS, envelope
 from socklab.services.exchange import MAX_NUMBER, MIN_NUMBER, parse_number_text, validate_name
 
 log = logging.getLogger("socklab.client")
@@ -29,30 +30,13 @@ def ask_number() -> int:
             click.echo(f"{text.strip()[:30]!r} is not an integer; try again.", err=True)
 
 
-def check_server_reply(reply: dict[str, Any], client_number: int) -> tuple[str, int, int]:
-    """The server's name, number and sum, after checking each; ``ValueError`` says what is wrong."""
-    server_name = reply.get("server_name")
-    server_number = reply.get("server_number")
-    if not isinstance(server_name, str) or not server_name.strip():
-        raise ValueError(f"server_name must be a non-empty string, got {server_name!r}")
-    if isinstance(server_number, bool) or not isinstance(server_number, int):
-        raise ValueError(f"server_number must be an integer, got {server_number!r}")
-    if not MIN_NUMBER <= server_number <= MAX_NUMBER:
-        raise ValueError(f"server_number {server_number} is not in {MIN_NUMBER}..{MAX_NUMBER}")
-    total = client_number + server_number
-    server_sum = reply.get("sum", total)
-    if isinstance(server_sum, bool) or server_sum != total:
-        raise ValueError(
-            f"the server's sum {server_sum!r} is not {client_number} + {server_number} = {total}"
-        )
-    return server_name, server_number, total
-
-
 @click.command()
 @click.argument("number", required=False)
 @click.option("--name", default="Socklab Client", show_default=True, help="This client's name.")
 @click.option("--host", default="127.0.0.1", show_default=True, envvar="SOCKLAB_HOST")
-@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=DEFAULT_PORTS["exchange"], show_default=True
+)
 @click.option(
     "--timeout",
     type=click.FloatRange(0.01),
@@ -82,7 +66,7 @@ def exchange(
             log.debug("Connected to server at %s:%s", host, port, extra=SEND)
             fields = {"client_name": client_name, "client_number": client_number}
             if not MIN_NUMBER <= client_number <= MAX_NUMBER:
-                client.send({"op": "exchange", **fields})
+                client.send(envelope.request("exchange", None, fields))
                 log.warning("The integer input out of range. Terminating the server", extra=SEND)
                 return 0
             reply = client.request("exchange", **fields)
@@ -91,15 +75,15 @@ def exchange(
     except (LinkError, PeerProtocolError) as exc:
         raise Failed(str(exc)) from None
     try:
-        server_name, server_number, total = check_server_reply(reply, client_number)
+        answer = check_server_reply(reply, client_number)
     except ValueError as exc:
         raise Failed(f"invalid reply from the server: {exc}", EXIT_FAILURE) from None
-    log.info("%s | %s", client_name, server_name, extra=SEND)
+    log.info("%s | %s", client_name, answer.server_name, extra=SEND)
     log.info(
         "Client Number: %d | Server Number: %d | Sum: %d",
         client_number,
-        server_number,
-        total,
+        answer.server_number,
+        answer.total,
         extra=SEND,
     )
     return 0

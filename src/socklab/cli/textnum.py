@@ -18,6 +18,7 @@ from socklab.cli.tls import tls_client_options
 from socklab.client.json_client import JsonClient
 from socklab.client.tls import TlsOptions
 from socklab.errors import LinkError, PeerProtocolError, RequestRejected
+from socklab.protocol import DEFAULT_PORTS, envelope
 from socklab.services.base import DISCONNECT_MESSAGE
 
 PROMPT = "Enter message: "
@@ -85,14 +86,12 @@ def converse(
                 except RequestRejected as exc:
                     status = EXIT_FAILURE
                     if as_json:
-                        error = {"code": exc.code, "message": exc.message}
-                        click.echo(json.dumps({"ok": False, "error": error}))
+                        click.echo(json.dumps(envelope.error_reply(None, exc.code, exc.message)))
                     else:
                         click.echo(f"ERROR {exc.code}: {exc.message}", err=True)
                     continue
                 if as_json:
-                    reply.pop("id", None)
-                    click.echo(json.dumps(reply, ensure_ascii=False))
+                    click.echo(json.dumps(envelope.ok_reply(None, reply), ensure_ascii=False))
                 else:
                     click.echo(to_output(reply))
     except (LinkError, PeerProtocolError) as exc:
@@ -125,7 +124,7 @@ def _client_options(default_port: int) -> Callable[[Callable[..., Any]], Callabl
 
 @click.command()
 @click.argument("texts", nargs=-1)
-@_client_options(5050)
+@_client_options(DEFAULT_PORTS["text"])
 def text(
     texts: tuple[str, ...],
     host: str,
@@ -141,7 +140,7 @@ def text(
 
 @click.command()
 @click.argument("numbers", nargs=-1)
-@_client_options(5051)
+@_client_options(DEFAULT_PORTS["numbers"])
 def numbers(
     numbers: tuple[str, ...],
     host: str,

@@ -1,9 +1,12 @@
 """The ATM side of the bank: a blocking json client that survives the network.
 
-    with BankClient("127.0.0.1", 5052, on_retry=print) as bank:
+    with BankClient("127.0.0.1", DEFAULT_PORT, on_retry=print) as bank:
         bank.login(1, pin)
         receipt = bank.deposit(1250)          # 12.50; a fresh idempotency key
+        receipt = bank.move("transfer", 500, to=2)
         print(receipt.balance_cents, receipt.replayed)
+        for page in bank.statement_pages():   # the whole journal, newest first
+            ...
 
 How retries work: every deposit, withdrawal and transfer gets an idempotency key before its
 first attempt. When the connection breaks or times out, the client reconnects, logs in
@@ -15,29 +18,58 @@ A ``transient_failure`` reply (nothing applied) is retried the same way. Reads (
 statement, stats) are retried too; they change nothing. Business refusals
 (``insufficient_funds``, ``auth_failed``, ...) are never retried: the answer would not change.
 
+The retry decisions are ``socklab.client.retry``'s pure functions and the requests and
+replies are ``socklab.protocol.bank``'s types; this class only drives the socket.
+
 ``new_key_each_attempt=True`` makes the naive client of the lab (a new key per attempt,
 so a lost reply leads to a second application); it exists to demonstrate the difference.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from socklab.client.json_client import JsonClient
+from socklab.client.retry import GiveUp, RetryNotice, RetryPolicy, Uniform, decide, notice
 from socklab.client.tls import TlsOptions
-from socklab.errors import LinkError, PeerProtocolError, TransientFailure
-from socklab.money import format_cents, parse_amount
+from socklab.errors import LinkError, PeerProtocolError
+from socklab.protocol import DEFAULT_PORTS
+from socklab.protocol.bank import (
+    DEFAULT_STATEMENT_LIMIT,
+    MAX_STATEMENT_LIMIT,
+    Balance,
+    BalanceInfo,
+    BankRequest,
+    BankStats,
+    ChangePin,
+    GetStats,
+    LoggedIn,
+    Login,
+    Logout,
+    MoneyOp,
+    Move,
+    Moved,
+    Statement,
+    StatementPage,
+    StatsInfo,
+    parse_reply,
+)
+
+__all__ = ["DEFAULT_PORT", "BankClient", "RetryNotice", "RetryPolicy", "TxReceipt", "new_key"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 5052
+DEFAULT_PORT = DEFAULT_PORTS["bank"]
+
+R = TypeVar("R")
 
 
 def new_key(prefix: str = "atm") -> str:
@@ -45,109 +77,60 @@ def new_key(prefix: str = "atm") -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
-def parse_signed_amount(text: str) -> int:
-    """``"-5.00"`` -> ``-500``. Raises ``InvalidAmount``."""
-    if text.startswith("-"):
-        return -parse_amount(text[1:])
-    return parse_amount(text)
-
-
-@dataclass(frozen=True, slots=True)
-class BankStats:
-    total: int
-    successful: int
-    failed: int
-    success_rate: float
-    error_rate: float
-
-    @classmethod
-    def from_json(cls, value: Any) -> BankStats:
-        return cls(
-            total=int(value["total"]),
-            successful=int(value["successful"]),
-            failed=int(value["failed"]),
-            success_rate=float(value["success_rate"]),
-            error_rate=float(value["error_rate"]),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class LoggedIn:
-    account: int
-    name: str
-    balance_cents: int
-
-
-@dataclass(frozen=True, slots=True)
-class BalanceInfo:
-    account: int
-    name: str
-    balance_cents: int
-    stats: BankStats
-
-
 @dataclass(frozen=True, slots=True)
 class TxReceipt:
-    """A deposit, withdrawal or transfer the bank acknowledged."""
+    """A deposit, withdrawal or transfer the bank acknowledged, and what it took."""
 
-    op: str
-    account: int
-    to: int | None
-    amount_cents: int
-    balance_cents: int
-    key: str
-    posting_id: int
-    replayed: bool
-    """The bank had already applied this key: an earlier attempt's reply was lost."""
-    stats: BankStats
+    moved: Moved
+    """The bank's reply."""
     attempts: int
     keys_sent: tuple[str, ...]
     """Every key sent for this operation (more than one only with naive retries)."""
 
+    @property
+    def op(self) -> MoneyOp:
+        return self.moved.op
 
-@dataclass(frozen=True, slots=True)
-class StatementLine:
-    posting_id: int
-    op: str
-    amount_cents: int
-    """Signed: + money in, - money out."""
-    balance_after_cents: int
-    counterparty: int | None
-    key: str | None
-    time: float
+    @property
+    def account(self) -> int:
+        return self.moved.account
+
+    @property
+    def to(self) -> int | None:
+        return self.moved.to
+
+    @property
+    def amount_cents(self) -> int:
+        return self.moved.amount_cents
+
+    @property
+    def balance_cents(self) -> int:
+        return self.moved.balance_cents
+
+    @property
+    def key(self) -> str:
+        return self.moved.key
+
+    @property
+    def posting_id(self) -> int:
+        return self.moved.posting_id
+
+    @property
+    def replayed(self) -> bool:
+        """The bank had already applied this key: an earlier attempt's reply was lost."""
+        return self.moved.replayed
+
+    @property
+    def stats(self) -> BankStats:
+        return self.moved.stats
 
 
-@dataclass(frozen=True, slots=True)
-class Statement:
-    account: int
-    balance_cents: int
-    lines: tuple[StatementLine, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class RetryNotice:
-    """What the client is about to do after a failed attempt (for the user)."""
-
-    op: str
-    attempt: int
-    """The attempt about to be made (2 for the first retry)."""
-    attempts: int
-    reason: str
-    key: str | None
-    same_key: bool
-    delay_s: float
-
-    def describe(self) -> str:
-        if self.key is None:
-            how = f"retrying {self.op}"
-        elif self.same_key:
-            how = f"retrying {self.op} with the same idempotency key"
-        else:
-            how = f"retrying {self.op} with a NEW key (naive)"
-        return (
-            f"{self.reason}; reconnecting and {how} "
-            f"(attempt {self.attempt} of {self.attempts}) in {self.delay_s:.1f} s"
-        )
+def read_reply(request: BankRequest, fields: dict[str, Any], expected: type[R]) -> R:
+    """The typed reply to ``request``. Raises ``PeerProtocolError`` (``bad_reply``)."""
+    reply = parse_reply(request.op, fields)
+    if not isinstance(reply, expected):  # pragma: no cover - the table maps op to type
+        raise PeerProtocolError("bad_reply", f"expected {expected.__name__}, got {reply!r}")
+    return reply
 
 
 class BankClient:
@@ -167,25 +150,23 @@ class BankClient:
         key_prefix: str = "atm",
         on_retry: Callable[[RetryNotice], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        uniform: Uniform | None = None,
         tls: TlsOptions | None = None,
     ) -> None:
-        if attempts < 1:
-            raise ValueError("attempts must be at least 1")
+        """Raises ``ValueError`` for fewer than 1 attempt or a negative backoff."""
+        self.policy = RetryPolicy(
+            attempts, backoff_s, max_backoff_s, retry_transient, new_key_each_attempt
+        )
         self.host = host
         self.port = port
         self.timeout_s = timeout_s
-        self.attempts = attempts
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
-        self.retry_transient = retry_transient
-        self.new_key_each_attempt = new_key_each_attempt
         self.key_prefix = key_prefix
         self.on_retry = on_retry
         self.tls = tls
         self._sleep = sleep
-        self._jitter = random.Random()
+        self._uniform = uniform if uniform is not None else random.Random().uniform
         self._conn: JsonClient | None = None
-        self._credentials: tuple[int, str] | None = None  # kept to log in again; never shown
+        self._credentials: Login | None = None  # kept to log in again; never shown
         self.reconnects = 0
 
     def __repr__(self) -> str:
@@ -219,8 +200,7 @@ class BankClient:
         conn = JsonClient.connect(self.host, self.port, timeout_s=self.timeout_s, tls=self.tls)
         try:
             if self._credentials is not None:
-                account, pin = self._credentials
-                conn.request("login", account=account, pin=pin)
+                conn.request(Login.op, **self._credentials.to_json())
                 self.reconnects += 1
         except BaseException:
             conn.close()
@@ -228,152 +208,139 @@ class BankClient:
         self._conn = conn
         return conn
 
-    def _call(
-        self, op: str, fields: dict[str, Any], *, key: str | None = None
-    ) -> tuple[dict[str, Any], int, tuple[str, ...]]:
-        """Send ``op`` until it gets an answer, retrying link errors and transient failures.
+    def _call(self, request: BankRequest) -> tuple[dict[str, Any], BankRequest, int, list[str]]:
+        """Send ``request`` until it gets an answer, as ``retry.decide`` says.
 
-        Returns (reply, attempts made, keys sent). Raises the ``RequestRejected`` of a
-        refusal, or the last ``LinkError``/``TransientFailure`` once attempts run out.
+        Returns (reply fields, the request last sent, attempts made, keys sent). Raises
+        the ``RequestRejected`` of a refusal, ``PeerProtocolError``, or the last
+        ``LinkError``/``TransientFailure`` once attempts run out.
         """
-        keys = [key] if key is not None else []
+        keys = [request.key] if isinstance(request, Move) else []
         attempt = 1
         while True:
-            error: LinkError | TransientFailure
             try:
-                conn = self._connection()
-                payload = dict(fields)
-                if key is not None:
-                    payload["key"] = key
-                return conn.request(op, **payload), attempt, tuple(keys)
-            except LinkError as exc:
-                self._disconnect()
-                error, reason = exc, str(exc)
-            except TransientFailure as exc:
-                if not self.retry_transient:
-                    raise
-                error, reason = exc, f"the bank said: {exc.message}"
-            if attempt >= self.attempts:
-                if isinstance(error, LinkError):
-                    raise type(error)(f"{error} (gave up after {attempt} attempts)") from None
-                raise error
-            attempt += 1
-            if key is not None and self.new_key_each_attempt:
-                key = new_key(self.key_prefix)
-                keys.append(key)
-            delay = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 2))
-            delay *= self._jitter.uniform(0.5, 1.0)
-            notice = RetryNotice(
-                op, attempt, self.attempts, reason, key, not self.new_key_each_attempt, delay
-            )
-            log.debug("%s", notice.describe())
-            if self.on_retry is not None:
-                self.on_retry(notice)
-            self._sleep(delay)
+                fields = self._connection().request(request.op, **request.to_json())
+            except Exception as exc:
+                if isinstance(exc, LinkError):
+                    self._disconnect()
+                action = decide(
+                    self.policy,
+                    attempt,
+                    exc,
+                    keyed=isinstance(request, Move),
+                    uniform=self._uniform,
+                )
+                if isinstance(action, GiveUp):
+                    if action.error is exc:
+                        raise
+                    raise action.error from None
+                if action.new_key and isinstance(request, Move):
+                    request = dataclasses.replace(request, key=new_key(self.key_prefix))
+                    keys.append(request.key)
+                attempt = action.attempt
+                key = request.key if isinstance(request, Move) else None
+                retry_notice = notice(request.op, self.policy, action, key)
+                log.debug("%s", retry_notice.describe())
+                if self.on_retry is not None:
+                    self.on_retry(retry_notice)
+                self._sleep(action.delay_s)
+                continue
+            return fields, request, attempt, keys
 
-    def _parse(self, reply: dict[str, Any], build: Callable[[dict[str, Any]], Any]) -> Any:
-        try:
-            return build(reply)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PeerProtocolError(
-                "bad_reply", f"the bank at {self.host}:{self.port} sent an odd reply: {exc!r}"
-            ) from None
+    def _ask(self, request: BankRequest, expected: type[R]) -> R:
+        fields, sent, _, _ = self._call(request)
+        return read_reply(sent, fields, expected)
 
     # -- operations ------------------------------------------------------------------
 
     def login(self, account: int, pin: str) -> LoggedIn:
         """Raises ``AuthFailed``, ``AccountLocked``, ``LinkError``."""
         self._credentials = None
-        reply, _, _ = self._call("login", {"account": account, "pin": pin})
-        self._credentials = (account, pin)
-        result: LoggedIn = self._parse(
-            reply,
-            lambda r: LoggedIn(int(r["account"]), str(r["name"]), parse_amount(r["balance"])),
-        )
+        request = Login(account, pin)
+        result = self._ask(request, LoggedIn)
+        self._credentials = request
         return result
 
     def logout(self) -> None:
+        """Raises ``LinkError`` once attempts run out."""
         if self._credentials is None:
             return
         try:
-            self._call("logout", {})
+            self._call(Logout())
         finally:
             self._credentials = None
 
     def balance(self) -> BalanceInfo:
-        reply, _, _ = self._call("balance", {})
-        result: BalanceInfo = self._parse(
-            reply,
-            lambda r: BalanceInfo(
-                int(r["account"]),
-                str(r["name"]),
-                parse_amount(r["balance"]),
-                BankStats.from_json(r["stats"]),
-            ),
-        )
-        return result
+        """Raises ``NotLoggedIn``, ``LinkError``, ``PeerProtocolError``."""
+        return self._ask(Balance(), BalanceInfo)
 
     def stats(self) -> BankStats:
-        reply, _, _ = self._call("stats", {})
-        result: BankStats = self._parse(reply, lambda r: BankStats.from_json(r["stats"]))
-        return result
+        """Raises ``LinkError``, ``PeerProtocolError``."""
+        return self._ask(GetStats(), StatsInfo).stats
 
-    def statement(self, limit: int = 10) -> Statement:
-        reply, _, _ = self._call("statement", {"limit": limit})
+    def statement(
+        self, limit: int = DEFAULT_STATEMENT_LIMIT, *, before: int | None = None
+    ) -> StatementPage:
+        """The newest ``limit`` postings (older than posting ``before``, if given); the
+        page's ``next_before`` is the cursor of the next, older page.
 
-        def build(r: dict[str, Any]) -> Statement:
-            lines = tuple(
-                StatementLine(
-                    int(p["posting"]),
-                    str(p["op"]),
-                    parse_signed_amount(p["amount"]),
-                    parse_signed_amount(p["balance_after"]),
-                    None if p["counterparty"] is None else int(p["counterparty"]),
-                    None if p["key"] is None else str(p["key"]),
-                    float(p["time"]),
+        Raises ``ValueError`` for a limit outside 1..``MAX_STATEMENT_LIMIT``, and
+        ``NotLoggedIn``, ``InvalidRequest``, ``LinkError``, ``PeerProtocolError``.
+        """
+        if not 1 <= limit <= MAX_STATEMENT_LIMIT:
+            raise ValueError(f"limit must be from 1 to {MAX_STATEMENT_LIMIT}")
+        return self._ask(Statement(limit, before), StatementPage)
+
+    def statement_pages(self, page_size: int = MAX_STATEMENT_LIMIT) -> Iterator[StatementPage]:
+        """Every posting of the account, newest first, one page per request.
+
+        Raises what ``statement`` raises, and ``PeerProtocolError`` for a cursor that does
+        not move back (the walk would never end).
+        """
+        before: int | None = None
+        while True:
+            page = self.statement(page_size, before=before)
+            yield page
+            cursor = page.next_before
+            if cursor is None:
+                return
+            if before is not None and cursor >= before:
+                raise PeerProtocolError(
+                    "bad_reply",
+                    f"the bank at {self.host}:{self.port} sent the statement cursor "
+                    f"{cursor} after {before}: it must move back",
                 )
-                for p in r["postings"]
-            )
-            return Statement(int(r["account"]), parse_amount(r["balance"]), lines)
-
-        result: Statement = self._parse(reply, build)
-        return result
+            before = cursor
 
     def change_pin(self, old_pin: str, new_pin: str) -> None:
-        self._call("change_pin", {"old_pin": old_pin, "new_pin": new_pin})
+        """Raises ``AuthFailed``, ``InvalidRequest``, ``LinkError``."""
+        self._call(ChangePin(old_pin, new_pin))
         if self._credentials is not None:
-            self._credentials = (self._credentials[0], new_pin)
+            self._credentials = Login(self._credentials.account, new_pin)
+
+    def move(
+        self, op: MoneyOp, amount_cents: int, *, to: int | None = None, key: str | None = None
+    ) -> TxReceipt:
+        """A deposit, withdrawal or transfer (``to``: the destination) under idempotency
+        ``key`` (a fresh one if not given), retried as the policy says.
+
+        Raises ``InvalidRequest`` for a transfer without ``to`` (or another op with one),
+        the bank's refusals (``InvalidAmount``, ``InsufficientFunds``, ``SameAccount``,
+        ``UnknownAccount``, ``KeyReused``, ...) and, once attempts run out, ``LinkError``
+        or ``TransientFailure``.
+        """
+        request = Move(op, amount_cents, key or new_key(self.key_prefix), to)
+        fields, sent, attempts, keys = self._call(request)
+        return TxReceipt(read_reply(sent, fields, Moved), attempts, tuple(keys))
 
     def deposit(self, amount_cents: int, *, key: str | None = None) -> TxReceipt:
-        """Raises the bank's refusals (``InvalidAmount``, ``KeyReused``, ...) and, once
-        attempts run out, ``LinkError`` or ``TransientFailure``."""
-        return self._move("deposit", {"amount": format_cents(amount_cents)}, key)
+        """``move("deposit", ...)``."""
+        return self.move("deposit", amount_cents, key=key)
 
     def withdraw(self, amount_cents: int, *, key: str | None = None) -> TxReceipt:
-        """As ``deposit``, plus ``InsufficientFunds``."""
-        return self._move("withdraw", {"amount": format_cents(amount_cents)}, key)
+        """``move("withdraw", ...)``."""
+        return self.move("withdraw", amount_cents, key=key)
 
     def transfer(self, to: int, amount_cents: int, *, key: str | None = None) -> TxReceipt:
-        """As ``withdraw``, plus ``SameAccount`` and ``UnknownAccount``."""
-        return self._move("transfer", {"to": to, "amount": format_cents(amount_cents)}, key)
-
-    def _move(self, op: str, fields: dict[str, Any], key: str | None) -> TxReceipt:
-        reply, attempts, keys = self._call(op, fields, key=key or new_key(self.key_prefix))
-
-        def build(r: dict[str, Any]) -> TxReceipt:
-            return TxReceipt(
-                op=str(r["op"]),
-                account=int(r["account"]),
-                to=None if r.get("to") is None else int(r["to"]),
-                amount_cents=parse_amount(r["amount"]),
-                balance_cents=parse_amount(r["balance"]),
-                key=str(r["key"]),
-                posting_id=int(r["posting"]),
-                replayed=bool(r["replayed"]),
-                stats=BankStats.from_json(r["stats"]),
-                attempts=attempts,
-                keys_sent=keys,
-            )
-
-        result: TxReceipt = self._parse(reply, build)
-        return result
+        """``move("transfer", ..., to=to)``."""
+        return self.move("transfer", amount_cents, to=to, key=key)

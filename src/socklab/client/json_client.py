@@ -3,7 +3,8 @@
     with JsonClient.connect("127.0.0.1", 5050, timeout_s=5) as client:
         reply = client.request("convert", text="hello")
 
-Error replies become ``RequestRejected`` subclasses (via the ``errors.py`` table); a broken
+Requests and replies are built and read by ``socklab.protocol.envelope``: error replies
+become ``RequestRejected`` subclasses (via the ``errors.py`` table); a broken
 or silent connection becomes a ``LinkError``; a reply that is not the json dialect becomes a
 ``PeerProtocolError``, and so does a server's one-line refusal (``ERROR tls_required: ...``
 from a TLS port) and a failed TLS handshake. ``tls=TlsOptions(...)`` connects over TLS.
@@ -19,13 +20,8 @@ from types import TracebackType
 from typing import Any, Self
 
 from socklab.client.tls import TlsOptions, connect_tls, plain_refusal
-from socklab.errors import (
-    LinkBroken,
-    LinkClosed,
-    LinkTimeout,
-    PeerProtocolError,
-    rejection_from_wire,
-)
+from socklab.errors import LinkBroken, LinkClosed, LinkTimeout, PeerProtocolError
+from socklab.protocol import envelope
 from socklab.wire.framing import JsonDecoder, encode_json
 
 RECV_BYTES = 64 * 1024
@@ -130,32 +126,12 @@ class JsonClient:
             self._decoder.feed(data)
 
     def request(self, op: str, **fields: Any) -> dict[str, Any]:
-        """Send ``{"op": op, "id": n, **fields}`` and return the successful reply.
+        """Send ``{"op": op, "id": n, **fields}`` and return the successful reply's fields
+        (without ``id`` and ``ok``).
 
         Raises a ``RequestRejected`` subclass for an error reply, ``LinkError`` for a
         transport failure and ``PeerProtocolError`` for a reply that makes no sense.
         """
         request_id = next(self._ids)
-        self.send({"op": op, "id": request_id, **fields})
-        reply = self.receive()
-        return check_reply(reply, request_id, self.address)
-
-
-def check_reply(reply: dict[str, Any], request_id: Any, address: str) -> dict[str, Any]:
-    """Return a successful reply or raise what an error reply means."""
-    if reply.get("id") != request_id:
-        raise PeerProtocolError(
-            "bad_reply",
-            f"the server at {address} answered request {reply.get('id')!r}, not {request_id!r}",
-        )
-    ok = reply.get("ok")
-    if ok is True:
-        return reply
-    error = reply.get("error")
-    if ok is False and isinstance(error, dict):
-        return _raise_rejection(error)
-    raise PeerProtocolError("bad_reply", f"the server at {address} sent a reply without 'ok'")
-
-
-def _raise_rejection(error: dict[str, Any]) -> dict[str, Any]:
-    raise rejection_from_wire(str(error.get("code", "rejected")), str(error.get("message", "")))
+        self.send(envelope.request(op, request_id, fields))
+        return envelope.unwrap(self.receive(), request_id, self.address)

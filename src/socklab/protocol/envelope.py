@@ -99,6 +99,11 @@ def unwrap(reply: Mapping[str, Any], request_id: RequestId, address: str) -> dic
     )
 
 
+ERROR_MARK = b'"ok":false'
+"""How an error reply reads in socklab's compact encoding: the load generator's quick test
+for telling an error reply from a wrong one."""
+
+
 def id_prefix(request_id: int) -> bytes:
     """``{"id":N,`` — the load generator's requests are this followed by a pre-encoded
     body (the object's members after the opening brace), so each costs no encoding."""
