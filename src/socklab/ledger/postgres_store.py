@@ -19,11 +19,14 @@ from psycopg import AsyncConnection
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 
-from socklab.errors import REJECTIONS, KeyReused, RequestRejected, StorageError
+from socklab.errors import REJECTIONS, RequestRejected, StorageError
+from socklab.ledger import base
 from socklab.ledger.base import (
     DEMO_BALANCE_CENTS,
     DEMO_NAMES,
+    VAULT_ID,
     Account,
+    JournalEntry,
     KeyedRequest,
     LedgerSettings,
     LoginState,
@@ -31,11 +34,10 @@ from socklab.ledger.base import (
     Receipt,
     Stats,
     VerifyReport,
-    decide_login,
     fits_int64,
-    locked_error,
+    key_reused,
+    wrong_pin,
 )
-from socklab.ledger.sqlite_store import VAULT_ID, log_lock, wrong_pin
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,6 @@ Conn = AsyncConnection[TupleRow]
 MIGRATION_LOCK = 0x736F636B
 """First key of the migrations' advisory lock (the second is the schema's hash)."""
 _PROBLEM_EXAMPLES = 10
-_KEY_REUSED = "this idempotency key was used for a different request"
 
 
 # --- connections and migrations -----------------------------------------------------
@@ -136,7 +137,10 @@ _POST_BATCH: LiteralString = (
 
 
 async def post_batch(
-    conn: Conn, requests: Sequence[tuple[KeyedRequest, RequestRejected | None]], failures: int
+    conn: Conn,
+    requests: Sequence[tuple[KeyedRequest, RequestRejected | None]],
+    failures: int,
+    now: float,
 ) -> list[Receipt | RequestRejected]:
     """Post ``requests`` (each with its ``precheck`` verdict) in order, and count
     ``failures`` transient failures, in one statement (so one transaction in autocommit
@@ -162,7 +166,7 @@ async def post_batch(
             for req, rejection in requests
         ]
     )
-    cur = await conn.execute(_POST_BATCH, (payload, failures, time.time()))
+    cur = await conn.execute(_POST_BATCH, (payload, failures, now))
     rows = await cur.fetchall()
     return [_outcome(req, row) for (req, _), row in zip(requests, rows, strict=True)]
 
@@ -170,7 +174,7 @@ async def post_batch(
 def _outcome(req: KeyedRequest, row: TupleRow) -> Receipt | RequestRejected:
     outcome, posting_id, balance, code, message = row
     if outcome == "key_reused":
-        return KeyReused(_KEY_REUSED)
+        return key_reused()
     if code is not None:
         return REJECTIONS[code](message)
     return Receipt(
@@ -235,11 +239,10 @@ async def settle_login(
     settings: LedgerSettings,
     now: float,
 ) -> Account | RequestRejected:
-    """Apply the verdict of a PIN check made against ``checked_hash`` (``decide_login``).
+    """``base.settle_login`` on the stored row and counters; stores the new counters.
     Run it in a transaction: it holds the account's row lock until the commit, so
     concurrent attempts (from any process) are counted in turn, and none succeeds once the
-    failures before it have locked the account. (``sqlite_store.settle_login``, in
-    PostgreSQL.)"""
+    failures before it have locked the account."""
     row = await fetchone(
         conn,
         "SELECT name, balance_cents, pin_hash, failed_logins, locked_until FROM accounts"
@@ -256,16 +259,13 @@ async def settle_login(
         (account, client),
     )
     state = LoginState(failed_logins, locked_until, *(client_row or (0, 0.0, 0.0)))
-    if pin_hash != checked_hash:  # the PIN changed while this attempt was being checked
-        return locked_error(state, now) or wrong_pin()
-    verdict = decide_login(state, is_match, settings, now)
-    if verdict.state != state:
-        await store_login_counters(conn, account, client, verdict.state)
-    if verdict.locked is not None:
-        log_lock(account, client, verdict.locked, settings)
-    if verdict.error is not None:
-        return verdict.error
-    return Account(account, name, balance)
+    changed, outcome = base.settle_login(
+        Account(account, name, balance), client, state, pin_hash, checked_hash, is_match,
+        settings, now,
+    )  # fmt: skip
+    if changed is not None:
+        await store_login_counters(conn, account, client, changed)
+    return outcome
 
 
 async def store_login_counters(conn: Conn, account: int, client: str, state: LoginState) -> None:
@@ -350,8 +350,9 @@ async def list_accounts(conn: Conn) -> list[Account]:
     return [Account(*row) for row in await cur.fetchall()]
 
 
-async def statement(conn: Conn, account: int, limit: int) -> list[Posting] | None:
-    """The newest ``limit`` postings of a customer, newest first; None if unknown."""
+async def statement(conn: Conn, account: int, limit: int, before: int) -> list[Posting] | None:
+    """The newest ``limit`` postings of a customer with an id below ``before``, newest
+    first; None if unknown."""
     # One statement, so one snapshot: the account (no row: unknown) and its newest
     # postings (one row of NULLs: none).
     cur = await conn.execute(
@@ -360,14 +361,26 @@ async def statement(conn: Conn, account: int, limit: int) -> list[Posting] | Non
         " CASE WHEN r.account_id = e.account_id THEN r.counterparty_id"
         " ELSE r.account_id END, r.key, r.created_at"
         " FROM entries e JOIN requests r ON r.id = e.request_id"
-        " WHERE e.account_id = a.id ORDER BY e.request_id DESC LIMIT %s"
+        " WHERE e.account_id = a.id AND e.request_id < %s ORDER BY e.request_id DESC LIMIT %s"
         ") p ON true WHERE a.id = %s AND a.kind = 'customer'",
-        (limit, account),
+        (before, limit, account),
     )
     rows = await cur.fetchall()
     if not rows:
         return None
     return [Posting(*row) for row in rows if row[0] is not None]
+
+
+async def journal(conn: Conn, after: int, limit: int) -> list[JournalEntry]:
+    """The first ``limit`` applied postings with an id above ``after``, by id."""
+    cur = await conn.execute(
+        "SELECT r.id, r.created_at, r.op, r.account_id, r.counterparty_id, r.amount_cents,"
+        " e.balance_after_cents, r.key FROM requests r"
+        " JOIN entries e ON e.account_id = r.account_id AND e.request_id = r.id"
+        " WHERE r.id > %s AND r.error_code IS NULL ORDER BY r.id LIMIT %s",
+        (after, limit),
+    )
+    return [JournalEntry(*row) for row in await cur.fetchall()]
 
 
 _STATS: LiteralString = (
@@ -383,7 +396,7 @@ async def read_stats(conn: Conn) -> Stats:
 
 async def verify(conn: Conn) -> VerifyReport:
     """Re-derive every balance from the journal and check the ledger's invariants (those
-    of ``sqlite_store.verify``). Run it in a REPEATABLE READ transaction: one snapshot."""
+    every backend checks). Run it in a REPEATABLE READ transaction: one snapshot."""
     problems: list[str] = []
 
     async def check(sql: LiteralString, describe: Callable[[Any], str]) -> None:

@@ -12,24 +12,26 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, cast
 
 from socklab.errors import (
     REJECTIONS,
-    AuthFailed,
     InsufficientFunds,
     InvalidAmount,
-    KeyReused,
     RequestRejected,
     StorageError,
 )
+from socklab.ledger import base
 from socklab.ledger.base import (
+    DEMO_BALANCE_CENTS,
+    DEMO_NAMES,
     INT64_MAX,
-    WRONG_PIN,
+    VAULT_ID,
     Account,
+    JournalEntry,
     KeyedRequest,
     LedgerSettings,
     LoginState,
@@ -38,19 +40,17 @@ from socklab.ledger.base import (
     Receipt,
     Stats,
     VerifyReport,
-    decide_login,
     fits_int64,
-    locked_error,
+    key_reused,
     precheck,
     unknown_account,
+    wrong_pin,
 )
 
 log = logging.getLogger(__name__)
 
 MEMORY = ":memory:"
-VAULT_ID = 0
 BUSY_TIMEOUT_MS = 10_000
-MAX_STATEMENT = 1000
 _PROBLEM_EXAMPLES = 10
 
 
@@ -188,7 +188,7 @@ def post(
     if found is not None:
         request_id, stored_fingerprint, error_code, error_message = found
         if stored_fingerprint != req.fingerprint:
-            return KeyReused("this idempotency key was used for a different request"), True
+            return key_reused(), True
         if error_code is not None:
             return REJECTIONS[error_code](error_message), False
         (balance,) = conn.execute(_BALANCE_AFTER, (req.account, request_id)).fetchone()
@@ -320,6 +320,16 @@ def create_account(
     return Account(account_id, name, deposit_cents)
 
 
+def create_demo_accounts(conn: sqlite3.Connection, pin_hashes: Sequence[str], now: float) -> bool:
+    """The seed's accounts 1, 2, 3 on a ledger with no customers. Returns whether it
+    created them (in the writer: nobody else writes meanwhile)."""
+    if has_customers(conn):
+        return False
+    for number, (name, pin_hash) in enumerate(zip(DEMO_NAMES, pin_hashes, strict=True), 1):
+        create_account(conn, number, name, pin_hash, DEMO_BALANCE_CENTS, now)
+    return True
+
+
 def settle_login(
     conn: sqlite3.Connection,
     account: int,
@@ -329,11 +339,8 @@ def settle_login(
     settings: LedgerSettings,
     now: float,
 ) -> Account | RequestRejected:
-    """Apply the verdict of a PIN check made against ``checked_hash`` (``decide_login``).
-
-    Runs in the writer, which sees every attempt in order: of many concurrent guesses,
-    none succeeds once the failures before it have locked the account.
-    """
+    """``base.settle_login`` on the stored row and counters; stores the new counters.
+    Runs in the writer, which sees every attempt in order."""
     row = conn.execute(
         "SELECT name, balance_cents, pin_hash FROM accounts WHERE id = ? AND kind = 'customer'",
         (account,),
@@ -342,29 +349,13 @@ def settle_login(
         return wrong_pin()
     name, balance, pin_hash = row
     state = login_counters(conn, account, client)
-    if pin_hash != checked_hash:  # the PIN changed while this attempt was being checked
-        return locked_error(state, now) or wrong_pin()
-    verdict = decide_login(state, is_match, settings, now)
-    if verdict.state != state:
-        store_login_counters(conn, account, client, verdict.state)
-    if verdict.locked is not None:
-        log_lock(account, client, verdict.locked, settings)
-    if verdict.error is not None:
-        return verdict.error
-    return Account(account, name, balance)
-
-
-def log_lock(account: int, client: str, locked: str, settings: LedgerSettings) -> None:
-    if locked == "account":
-        log.warning(
-            "account %s locked for everyone for %.0f s after %d failed logins",
-            account, settings.lockout_s, settings.max_account_failed_logins,
-        )  # fmt: skip
-    else:
-        log.warning(
-            "account %s locked for %s for %.0f s after %d failed logins from there",
-            account, client or "local clients", settings.lockout_s, settings.max_failed_logins,
-        )  # fmt: skip
+    changed, outcome = base.settle_login(
+        Account(account, name, balance), client, state, pin_hash, checked_hash, is_match,
+        settings, now,
+    )  # fmt: skip
+    if changed is not None:
+        store_login_counters(conn, account, client, changed)
+    return outcome
 
 
 def login_counters(conn: sqlite3.Connection, account: int, client: str) -> LoginState:
@@ -418,10 +409,6 @@ def unlock(conn: sqlite3.Connection, account: int, now: float) -> bool | None:
     return bool(row[0] > now or locked)
 
 
-def wrong_pin() -> AuthFailed:
-    return AuthFailed(WRONG_PIN)
-
-
 def set_pin_hash(conn: sqlite3.Connection, account: int, pin_hash: str) -> None:
     conn.execute(
         "UPDATE accounts SET pin_hash = ?, failed_logins = 0 WHERE id = ?", (pin_hash, account)
@@ -459,8 +446,11 @@ def list_accounts(conn: sqlite3.Connection) -> list[Account]:
     return [Account(*row) for row in rows]
 
 
-def statement(conn: sqlite3.Connection, account: int, limit: int) -> list[Posting] | None:
-    """The newest ``limit`` postings of a customer, newest first; None if unknown."""
+def statement(
+    conn: sqlite3.Connection, account: int, limit: int, before: int
+) -> list[Posting] | None:
+    """The newest ``limit`` postings of a customer with an id below ``before``, newest
+    first; None if unknown."""
     with snapshot(conn):
         if conn.execute(_BALANCE, (account,)).fetchone() is None:
             return None
@@ -469,10 +459,22 @@ def statement(conn: sqlite3.Connection, account: int, limit: int) -> list[Postin
             " CASE WHEN r.account_id = e.account_id THEN r.counterparty_id"
             " ELSE r.account_id END, r.key, r.created_at"
             " FROM entries e JOIN requests r ON r.id = e.request_id"
-            " WHERE e.account_id = ? ORDER BY e.request_id DESC LIMIT ?",
-            (account, limit),
+            " WHERE e.account_id = ? AND e.request_id < ? ORDER BY e.request_id DESC LIMIT ?",
+            (account, before, limit),
         ).fetchall()
     return [Posting(*row) for row in rows]
+
+
+def journal(conn: sqlite3.Connection, after: int, limit: int) -> list[JournalEntry]:
+    """The first ``limit`` applied postings with an id above ``after``, by id."""
+    rows = conn.execute(
+        "SELECT r.id, r.created_at, r.op, r.account_id, r.counterparty_id, r.amount_cents,"
+        " e.balance_after_cents, r.key FROM requests r"
+        " JOIN entries e ON e.account_id = r.account_id AND e.request_id = r.id"
+        " WHERE r.id > ? AND r.error_code IS NULL ORDER BY r.id LIMIT ?",
+        (after, limit),
+    ).fetchall()
+    return [JournalEntry(*row) for row in rows]
 
 
 def read_stats(conn: sqlite3.Connection) -> Stats:
