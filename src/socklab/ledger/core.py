@@ -123,7 +123,7 @@ class LedgerCore(KeyedPostings):
         hashes = await asyncio.gather(*(self._hasher.hash(DEMO_PIN) for _ in DEMO_NAMES))
         is_created = await self._store_create_demo_accounts(hashes, self._settings.clock())
         if is_created:
-            log.info(
+            log.debug(
                 "created the demo accounts 1 to %d",
                 len(DEMO_NAMES),
                 extra=fn("ensure_demo_accounts"),
