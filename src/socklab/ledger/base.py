@@ -34,6 +34,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Literal, Protocol
 
 from socklab.errors import (
@@ -44,6 +45,7 @@ from socklab.errors import (
     KeyReused,
     RequestRejected,
     SameAccount,
+    StorageError,
     UnknownAccount,
 )
 from socklab.logs import fn
@@ -323,6 +325,26 @@ def fingerprint(op: Op, account: int, counterparty: int | None, amount_cents: in
 
 def fits_int64(value: object) -> bool:
     return type(value) is int and -INT64_MAX - 1 <= value <= INT64_MAX
+
+
+def int64_or_none(value: object) -> int | None:
+    """``value`` if it fits in a 64-bit column, else ``None`` (stored as NULL: a
+    prechecked request's fingerprint keeps what it was)."""
+    return value if type(value) is int and fits_int64(value) else None
+
+
+def migration_files(folder: str) -> list[tuple[int, str, str]]:
+    """(version, file name, sql) of every ``NNNN_name.sql`` in the package folder
+    ``folder`` (a backend's schema), in order. Raises ``StorageError`` for a gap."""
+    found = []
+    for item in resources.files("socklab.ledger").joinpath(folder).iterdir():
+        if item.name.endswith(".sql"):
+            version = int(item.name.partition("_")[0])
+            found.append((version, item.name, item.read_text(encoding="utf-8")))
+    found.sort()
+    if [version for version, _, _ in found] != list(range(1, len(found) + 1)):
+        raise StorageError("schema migrations must be numbered 0001, 0002, ... without gaps")
+    return found
 
 
 def check_amount(amount_cents: object, max_amount_cents: int) -> None:

@@ -11,7 +11,6 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from importlib import resources
 from typing import Any, LiteralString
 
 import psycopg
@@ -34,8 +33,9 @@ from socklab.ledger.base import (
     Receipt,
     Stats,
     VerifyReport,
-    fits_int64,
+    int64_or_none,
     key_reused,
+    migration_files,
     wrong_pin,
 )
 
@@ -71,15 +71,7 @@ async def configure(conn: Conn) -> None:
 
 def migrations() -> list[tuple[int, str, str]]:
     """(version, file name, sql) of every ``schema_pg/NNNN_name.sql``, in order."""
-    found = []
-    for item in resources.files("socklab.ledger").joinpath("schema_pg").iterdir():
-        if item.name.endswith(".sql"):
-            version = int(item.name.partition("_")[0])
-            found.append((version, item.name, item.read_text(encoding="utf-8")))
-    found.sort()
-    if [version for version, _, _ in found] != list(range(1, len(found) + 1)):
-        raise StorageError("schema migrations must be numbered 0001, 0002, ... without gaps")
-    return found
+    return migration_files("schema_pg")
 
 
 async def migrate(conn: Conn) -> int:
@@ -157,9 +149,9 @@ async def post_batch(
                 "o": req.op,
                 # Prechecked: a value that does not fit in 64 bits comes with a
                 # rejection, and is stored as NULL (the fingerprint keeps it).
-                "a": _int64_or_none(req.account),
-                "c": _int64_or_none(req.counterparty),
-                "m": _int64_or_none(req.amount_cents),
+                "a": int64_or_none(req.account),
+                "c": int64_or_none(req.counterparty),
+                "m": int64_or_none(req.amount_cents),
                 "rc": None if rejection is None else rejection.code,
                 "rm": None if rejection is None else rejection.message,
             }
@@ -181,10 +173,6 @@ def _outcome(req: KeyedRequest, row: TupleRow) -> Receipt | RequestRejected:
         req.key, req.op, req.account, req.counterparty, req.amount_cents, balance,
         posting_id, replayed=outcome == "replayed",
     )  # fmt: skip
-
-
-def _int64_or_none(value: object) -> int | None:
-    return value if fits_int64(value) else None  # type: ignore[return-value]
 
 
 def is_statement_error(exc: psycopg.Error) -> bool:

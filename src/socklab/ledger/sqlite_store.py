@@ -14,7 +14,6 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any, cast
 
 from socklab.errors import (
@@ -40,8 +39,9 @@ from socklab.ledger.base import (
     Receipt,
     Stats,
     VerifyReport,
-    fits_int64,
+    int64_or_none,
     key_reused,
+    migration_files,
     precheck,
     unknown_account,
     wrong_pin,
@@ -83,15 +83,7 @@ def connect(path: str) -> sqlite3.Connection:
 
 def migrations() -> list[tuple[int, str, str]]:
     """(version, file name, sql) of every ``schema/NNNN_name.sql``, in order."""
-    found = []
-    for item in resources.files("socklab.ledger").joinpath("schema").iterdir():
-        if item.name.endswith(".sql"):
-            version = int(item.name.partition("_")[0])
-            found.append((version, item.name, item.read_text(encoding="utf-8")))
-    found.sort()
-    if [version for version, _, _ in found] != list(range(1, len(found) + 1)):
-        raise StorageError("schema migrations must be numbered 0001, 0002, ... without gaps")
-    return found
+    return migration_files("schema")
 
 
 def split_statements(script: str) -> list[str]:
@@ -202,8 +194,8 @@ def post(
     conn.execute(
         _INSERT_REQUEST,
         (
-            req.key, req.scope, req.fingerprint, req.op, _int64_or_none(req.account),
-            _int64_or_none(req.counterparty), _int64_or_none(req.amount_cents),
+            req.key, req.scope, req.fingerprint, req.op, int64_or_none(req.account),
+            int64_or_none(req.counterparty), int64_or_none(req.amount_cents),
             rejection.code, rejection.message, now,
         ),
     )  # fmt: skip
@@ -279,10 +271,6 @@ def _receipt(req: KeyedRequest, posting_id: int, balance: int, *, replayed: bool
         req.key, req.op, req.account, req.counterparty, req.amount_cents, balance,
         posting_id, replayed,
     )  # fmt: skip
-
-
-def _int64_or_none(value: int | None) -> int | None:
-    return value if fits_int64(value) else None
 
 
 def add_stats(conn: sqlite3.Connection, successful: int, failed: int) -> None:
