@@ -32,10 +32,10 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from socklab.errors import (
     AccountLocked,
@@ -198,6 +198,63 @@ class LedgerSettings:
             raise ValueError("lockout_s must not be negative")
         if self.pin_hash_concurrency < 1:
             raise ValueError("pin_hash_concurrency must be at least 1")
+
+
+PROBLEM_EXAMPLES = 10
+"""Rows ``verify`` describes per kind of problem; more are summed up in one line."""
+
+VERIFY_CHECKS: dict[str, Callable[[Sequence[Any]], str]] = {
+    "balance": lambda r: f"account {r[0]}: balance {r[1]}, but its journal sums to {r[2]}",
+    "negative": lambda r: f"account {r[0]}: negative balance {r[1]}",
+    "running": lambda r: (
+        f"account {r[0]}, posting {r[1]}: balance after {r[2]}, journal says {r[3]}"
+    ),
+    "entry_account": lambda r: f"posting {r[1]}: journal entry for a missing account {r[0]}",
+    "posting": lambda r: (
+        f"posting {r[0]}: {r[2]} journal entries summing to {r[3]} and moving"
+        f" {r[4]} for an amount of {r[5]}" + (f" (rejected: {r[1]})" if r[1] else "")
+    ),
+    "entry_posting": lambda r: f"journal entries for a missing posting {r[0]}",
+}
+"""The row checks of ``verify``: name -> description of a row the backend's query found.
+Each backend's query for a name returns the columns its description reads."""
+
+
+class VerifyFindings:
+    """The problems ``verify`` finds, described alike by every backend."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def rows(self, check: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Describe up to ``PROBLEM_EXAMPLES`` rows of the check ``check`` (its query
+        should fetch one more, to tell that there are more)."""
+        describe = VERIFY_CHECKS[check]
+        self.problems.extend(describe(row) for row in rows[:PROBLEM_EXAMPLES])
+        if len(rows) > PROBLEM_EXAMPLES:
+            self.problems.append("... and more like the one above")
+
+    def totals(
+        self, *, has_vault: bool, journal_total: int, stats: Stats, keyed_ok: int, rejected: int
+    ) -> None:
+        """The checks of the whole ledger: the vault, conservation, the statistics."""
+        if not has_vault:
+            self.problems.insert(0, f"the vault (account {VAULT_ID}) is missing")
+        if journal_total != 0:
+            self.problems.append(f"money is not conserved: the journal sums to {journal_total}")
+        if stats.successful != keyed_ok:
+            self.problems.append(f"stats: {stats.successful} successful, but {keyed_ok} postings")
+        if stats.failed < rejected:
+            self.problems.append(f"stats: {stats.failed} failed, but {rejected} stored rejections")
+
+    def report(self, *, accounts: int, postings: int, total_cents: int) -> VerifyReport:
+        return VerifyReport(
+            ok=not self.problems,
+            problems=tuple(self.problems),
+            accounts=int(accounts),
+            postings=int(postings),
+            total_cents=int(total_cents),
+        )
 
 
 class Ledger(Protocol):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, LiteralString
 
 import psycopg
@@ -23,6 +23,7 @@ from socklab.ledger import base
 from socklab.ledger.base import (
     DEMO_BALANCE_CENTS,
     DEMO_NAMES,
+    PROBLEM_EXAMPLES,
     VAULT_ID,
     Account,
     JournalEntry,
@@ -32,6 +33,7 @@ from socklab.ledger.base import (
     Posting,
     Receipt,
     Stats,
+    VerifyFindings,
     VerifyReport,
     int64_or_none,
     key_reused,
@@ -45,7 +47,6 @@ Conn = AsyncConnection[TupleRow]
 
 MIGRATION_LOCK = 0x736F636B
 """First key of the migrations' advisory lock (the second is the schema's hash)."""
-_PROBLEM_EXAMPLES = 10
 
 
 # --- connections and migrations -----------------------------------------------------
@@ -385,33 +386,28 @@ async def read_stats(conn: Conn) -> Stats:
 async def verify(conn: Conn) -> VerifyReport:
     """Re-derive every balance from the journal and check the ledger's invariants (those
     every backend checks). Run it in a REPEATABLE READ transaction: one snapshot."""
-    problems: list[str] = []
+    findings = VerifyFindings()
 
-    async def check(sql: LiteralString, describe: Callable[[Any], str]) -> None:
-        cur = await conn.execute(sql + " LIMIT %s", (_PROBLEM_EXAMPLES + 1,))
-        rows = await cur.fetchall()
-        problems.extend(describe(row) for row in rows[:_PROBLEM_EXAMPLES])
-        if len(rows) > _PROBLEM_EXAMPLES:
-            problems.append("... and more like the one above")
+    async def check(sql: LiteralString, name: str) -> None:
+        cur = await conn.execute(sql + " LIMIT %s", (PROBLEM_EXAMPLES + 1,))
+        findings.rows(name, await cur.fetchall())
 
     per_posting: LiteralString = (
         "WITH p AS (SELECT request_id, COUNT(*) AS n, SUM(amount_cents) AS total,"
         " SUM(GREATEST(amount_cents, 0)) AS moved FROM entries GROUP BY request_id) "
     )
     vault = await fetchone(conn, "SELECT kind FROM accounts WHERE id = %s", (VAULT_ID,))
-    if vault is None or vault[0] != "system":
-        problems.append("the vault (account 0) is missing")
     await check(
         "SELECT a.id, a.balance_cents, COALESCE(SUM(e.amount_cents), 0) AS derived"
         " FROM accounts a LEFT JOIN entries e ON e.account_id = a.id"
         " WHERE a.kind = 'customer' GROUP BY a.id"
         " HAVING a.balance_cents IS DISTINCT FROM COALESCE(SUM(e.amount_cents), 0)",
-        lambda r: f"account {r[0]}: balance {r[1]}, but its journal sums to {r[2]}",
+        "balance",
     )
     await check(
         "SELECT id, balance_cents FROM accounts"
         " WHERE kind = 'customer' AND NOT COALESCE(balance_cents >= 0, false)",
-        lambda r: f"account {r[0]}: negative balance {r[1]}",
+        "negative",
     )
     await check(
         "SELECT account_id, request_id, balance_after_cents, running FROM ("
@@ -419,12 +415,12 @@ async def verify(conn: Conn) -> VerifyReport:
         " OVER (PARTITION BY e.account_id ORDER BY e.request_id) AS running"
         " FROM entries e JOIN accounts a ON a.id = e.account_id AND a.kind = 'customer') j"
         " WHERE running IS DISTINCT FROM balance_after_cents",
-        lambda r: f"account {r[0]}, posting {r[1]}: balance after {r[2]}, journal says {r[3]}",
+        "running",
     )
     await check(
         "SELECT e.account_id, e.request_id FROM entries e"
         " LEFT JOIN accounts a ON a.id = e.account_id WHERE a.id IS NULL",
-        lambda r: f"posting {r[1]}: journal entry for a missing account {r[0]}",
+        "entry_account",
     )
     await check(
         per_posting + "SELECT r.id, r.error_code, COALESCE(p.n, 0), p.total, p.moved,"
@@ -432,19 +428,14 @@ async def verify(conn: Conn) -> VerifyReport:
         " WHERE (r.error_code IS NULL AND (COALESCE(p.n, 0) != 2 OR p.total != 0"
         " OR p.moved IS DISTINCT FROM r.amount_cents))"
         " OR (r.error_code IS NOT NULL AND p.n > 0)",
-        lambda r: (
-            f"posting {r[0]}: {r[2]} journal entries summing to {r[3]} and moving"
-            f" {r[4]} for an amount of {r[5]}" + (f" (rejected: {r[1]})" if r[1] else "")
-        ),
+        "posting",
     )
     await check(
         per_posting + "SELECT p.request_id FROM p LEFT JOIN requests r"
         " ON r.id = p.request_id WHERE r.id IS NULL",
-        lambda r: f"journal entries for a missing posting {r[0]}",
+        "entry_posting",
     )
     (journal_total,) = await fetchone(conn, "SELECT COALESCE(SUM(amount_cents), 0) FROM entries")
-    if journal_total != 0:
-        problems.append(f"money is not conserved: the journal sums to {journal_total}")
     customers, customer_cents = await fetchone(
         conn,
         "SELECT COUNT(*), COALESCE(SUM(balance_cents), 0) FROM accounts WHERE kind = 'customer'",
@@ -456,14 +447,11 @@ async def verify(conn: Conn) -> VerifyReport:
         " COUNT(*) FILTER (WHERE error_code IS NOT NULL) FROM requests",
     )
     stats = await read_stats(conn)
-    if stats.successful != keyed_ok:
-        problems.append(f"stats: {stats.successful} successful, but {keyed_ok} postings")
-    if stats.failed < rejected:
-        problems.append(f"stats: {stats.failed} failed, but {rejected} stored rejections")
-    return VerifyReport(
-        ok=not problems,
-        problems=tuple(problems),
-        accounts=int(customers),
-        postings=int(postings),
-        total_cents=int(customer_cents),
+    findings.totals(
+        has_vault=vault is not None and vault[0] == "system",
+        journal_total=journal_total,
+        stats=stats,
+        keyed_ok=keyed_ok,
+        rejected=rejected,
     )
+    return findings.report(accounts=customers, postings=postings, total_cents=customer_cents)

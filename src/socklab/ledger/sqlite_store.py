@@ -12,9 +12,9 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 from socklab.errors import (
     REJECTIONS,
@@ -28,6 +28,7 @@ from socklab.ledger.base import (
     DEMO_BALANCE_CENTS,
     DEMO_NAMES,
     INT64_MAX,
+    PROBLEM_EXAMPLES,
     VAULT_ID,
     Account,
     JournalEntry,
@@ -38,6 +39,7 @@ from socklab.ledger.base import (
     Posting,
     Receipt,
     Stats,
+    VerifyFindings,
     VerifyReport,
     int64_or_none,
     key_reused,
@@ -51,7 +53,6 @@ log = logging.getLogger(__name__)
 
 MEMORY = ":memory:"
 BUSY_TIMEOUT_MS = 10_000
-_PROBLEM_EXAMPLES = 10
 
 
 # --- connections and migrations -----------------------------------------------------
@@ -472,13 +473,10 @@ def read_stats(conn: sqlite3.Connection) -> Stats:
 
 def verify(conn: sqlite3.Connection) -> VerifyReport:
     """Re-derive every balance from the journal and check the ledger's invariants."""
-    problems: list[str] = []
+    findings = VerifyFindings()
 
-    def check(sql: str, describe: Callable[[Any], str]) -> None:
-        rows = conn.execute(f"{sql} LIMIT {_PROBLEM_EXAMPLES + 1}").fetchall()
-        problems.extend(describe(row) for row in rows[:_PROBLEM_EXAMPLES])
-        if len(rows) > _PROBLEM_EXAMPLES:
-            problems.append("... and more like the one above")
+    def check(sql: str, name: str) -> None:
+        findings.rows(name, conn.execute(f"{sql} LIMIT {PROBLEM_EXAMPLES + 1}").fetchall())
 
     per_posting = (
         "WITH p AS (SELECT request_id, COUNT(*) AS n, SUM(amount_cents) AS total,"
@@ -486,18 +484,16 @@ def verify(conn: sqlite3.Connection) -> VerifyReport:
     )
     with snapshot(conn):
         vault = conn.execute("SELECT kind FROM accounts WHERE id = ?", (VAULT_ID,)).fetchone()
-        if vault is None or vault[0] != "system":
-            problems.append("the vault (account 0) is missing")
         check(
             "SELECT a.id, a.balance_cents, COALESCE(SUM(e.amount_cents), 0) AS derived"
             " FROM accounts a LEFT JOIN entries e ON e.account_id = a.id"
             " WHERE a.kind = 'customer' GROUP BY a.id HAVING a.balance_cents IS NOT derived",
-            lambda r: f"account {r[0]}: balance {r[1]}, but its journal sums to {r[2]}",
+            "balance",
         )
         check(
             "SELECT id, balance_cents FROM accounts"
             " WHERE kind = 'customer' AND NOT balance_cents >= 0",
-            lambda r: f"account {r[0]}: negative balance {r[1]}",
+            "negative",
         )
         check(
             "SELECT account_id, request_id, balance_after_cents, running FROM ("
@@ -505,33 +501,28 @@ def verify(conn: sqlite3.Connection) -> VerifyReport:
             " OVER (PARTITION BY e.account_id ORDER BY e.request_id) AS running"
             " FROM entries e JOIN accounts a ON a.id = e.account_id AND a.kind = 'customer')"
             " WHERE running IS NOT balance_after_cents",
-            lambda r: f"account {r[0]}, posting {r[1]}: balance after {r[2]}, journal says {r[3]}",
+            "running",
         )
         check(
             "SELECT e.account_id, e.request_id FROM entries e"
             " LEFT JOIN accounts a ON a.id = e.account_id WHERE a.id IS NULL",
-            lambda r: f"posting {r[1]}: journal entry for a missing account {r[0]}",
+            "entry_account",
         )
         check(
             per_posting + "SELECT r.id, r.error_code, COALESCE(p.n, 0), p.total, p.moved,"
             " r.amount_cents FROM requests r LEFT JOIN p ON p.request_id = r.id"
             " WHERE (r.error_code IS NULL AND (COALESCE(p.n, 0) != 2 OR p.total != 0"
             " OR p.moved IS NOT r.amount_cents)) OR (r.error_code IS NOT NULL AND p.n > 0)",
-            lambda r: (
-                f"posting {r[0]}: {r[2]} journal entries summing to {r[3]} and moving"
-                f" {r[4]} for an amount of {r[5]}" + (f" (rejected: {r[1]})" if r[1] else "")
-            ),
+            "posting",
         )
         check(
             per_posting + "SELECT p.request_id FROM p LEFT JOIN requests r"
             " ON r.id = p.request_id WHERE r.id IS NULL",
-            lambda r: f"journal entries for a missing posting {r[0]}",
+            "entry_posting",
         )
         (journal_total,) = conn.execute(
             "SELECT COALESCE(SUM(amount_cents), 0) FROM entries"
         ).fetchone()
-        if journal_total != 0:
-            problems.append(f"money is not conserved: the journal sums to {journal_total}")
         customers, customer_cents = conn.execute(
             "SELECT COUNT(*), COALESCE(SUM(balance_cents), 0) FROM accounts WHERE kind = 'customer'"
         ).fetchone()
@@ -541,14 +532,11 @@ def verify(conn: sqlite3.Connection) -> VerifyReport:
             " COUNT(*) FILTER (WHERE error_code IS NOT NULL) FROM requests"
         ).fetchone()
         stats = read_stats(conn)
-        if stats.successful != keyed_ok:
-            problems.append(f"stats: {stats.successful} successful, but {keyed_ok} postings")
-        if stats.failed < rejected:
-            problems.append(f"stats: {stats.failed} failed, but {rejected} stored rejections")
-    return VerifyReport(
-        ok=not problems,
-        problems=tuple(problems),
-        accounts=customers,
-        postings=postings,
-        total_cents=customer_cents,
-    )
+        findings.totals(
+            has_vault=vault is not None and vault[0] == "system",
+            journal_total=journal_total,
+            stats=stats,
+            keyed_ok=keyed_ok,
+            rejected=rejected,
+        )
+    return findings.report(accounts=customers, postings=postings, total_cents=customer_cents)
