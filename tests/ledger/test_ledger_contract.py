@@ -24,6 +24,7 @@ from socklab.errors import (
     UnknownAccount,
 )
 from socklab.ledger import Account, Ledger, LedgerSettings, Receipt, Stats
+from socklab.ledger.base import MAX_JOURNAL_PAGE
 
 DEMO = 10_000_00
 
@@ -292,6 +293,117 @@ def test_keys_may_be_long_and_unicode(harness: LedgerHarness) -> None:
     for key in ("x" * 128, "clé-€-🙂"):
         assert harness.run(ledger.deposit(1, 1, key=key)).key == key
         assert harness.run(ledger.deposit(1, 1, key=key)).replayed
+
+
+# --- statements and the journal, page by page ------------------------------------------
+
+
+def test_a_statement_pages_backwards_with_before(harness: LedgerHarness) -> None:
+    ledger = harness.open()
+    receipts = [harness.run(ledger.deposit(1, n, key=f"d{n}")) for n in range(1, 8)]
+    everything = harness.run(ledger.statement(1, 100))
+    assert len(everything) == 8  # 7 deposits and the opening deposit, newest first
+    pages: list[list[int]] = []
+    before = None
+    while page := harness.run(ledger.statement(1, 3, before=before)):
+        pages.append([p.posting_id for p in page])
+        before = page[-1].posting_id
+    assert [len(page) for page in pages] == [3, 3, 2]
+    assert [pid for page in pages for pid in page] == [p.posting_id for p in everything]
+    # Older than a given posting id, newest first: the deposits before the 5th.
+    older = harness.run(ledger.statement(1, 10, before=receipts[4].posting_id))
+    assert [p.amount_cents for p in older] == [4, 3, 2, 1, DEMO]
+    assert harness.run(ledger.statement(1, 10, before=everything[-1].posting_id)) == []
+    assert harness.run(ledger.statement(1, 10, before=-5)) == []
+    # Another account's postings never show, whatever the cursor.
+    harness.run(ledger.transfer(2, 3, 5, key="t"))
+    assert [p.op for p in harness.run(ledger.statement(1, 100, before=2**63 - 1))] == [
+        p.op for p in everything
+    ]
+    with pytest.raises(InvalidRequest):
+        harness.run(ledger.statement(1, 10, before="5"))  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequest):
+        harness.run(ledger.statement(1, 10, before=2**64))
+    with pytest.raises(UnknownAccount):
+        harness.run(ledger.statement(99, 10, before=5))
+
+
+def test_the_journal_pages_through_every_applied_posting_in_order(
+    harness: LedgerHarness,
+) -> None:
+    clock = FakeClock()
+    ledger = harness.open(fast(clock))
+    harness.run(ledger.open_account("Ada", "4321", 2500))
+    deposit = harness.run(ledger.deposit(1, 1250, key="d"))
+    clock.advance(1.5)
+    withdraw = harness.run(ledger.withdraw(2, 250, key="w"))
+    transfer = harness.run(ledger.transfer(3, 4, 1000, key="t"))
+    assert harness.run(ledger.transfer(3, 4, 1000, key="t")).replayed  # not posted again
+    rejection(harness, ledger.withdraw(4, 10**8, key="short"))  # stored, never posted
+    rejection(harness, ledger.transfer(1, 1, 5, key="same"))
+
+    journal = []
+    after = 0
+    while page := harness.run(ledger.journal(after, 2)):
+        assert len(page) <= 2
+        journal += page
+        after = page[-1].posting_id
+    assert [e.posting_id for e in journal] == sorted({e.posting_id for e in journal})
+    assert harness.run(ledger.journal(0, 1000)) == journal
+    openings = [(e.op, e.account, e.counterparty, e.amount_cents, e.key) for e in journal[:4]]
+    assert openings == [
+        ("deposit", 1, None, DEMO, None),
+        ("deposit", 2, None, DEMO, None),
+        ("deposit", 3, None, DEMO, None),
+        ("deposit", 4, None, 2500, None),
+    ]
+    moves = journal[4:]
+    assert [(e.posting_id, e.op, e.account, e.counterparty, e.amount_cents, e.key)
+            for e in moves] == [
+        (deposit.posting_id, "deposit", 1, None, 1250, "d"),
+        (withdraw.posting_id, "withdraw", 2, None, 250, "w"),
+        (transfer.posting_id, "transfer", 3, 4, 1000, "t"),
+    ]  # fmt: skip
+    assert [e.balance_after_cents for e in moves] == [DEMO + 1250, DEMO - 250, DEMO - 1000]
+    assert [e.created_at for e in moves] == [clock.now - 1.5, clock.now, clock.now]
+
+    # Replaying the journal gives every balance.
+    derived: dict[int, int] = {}
+    for e in journal:
+        sign = 1 if e.op == "deposit" else -1
+        derived[e.account] = derived.get(e.account, 0) + sign * e.amount_cents
+        assert derived[e.account] == e.balance_after_cents
+        if e.counterparty is not None:
+            derived[e.counterparty] = derived.get(e.counterparty, 0) + e.amount_cents
+    assert derived == balances(harness, ledger)
+
+    assert harness.run(ledger.journal(journal[-1].posting_id)) == []
+    assert harness.run(ledger.journal(0, 0)) == []
+    assert harness.run(ledger.journal(-7, 3)) == journal[:3]
+    with pytest.raises(InvalidRequest):
+        harness.run(ledger.journal("0"))  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequest):
+        harness.run(ledger.journal(2**63))
+
+
+def test_a_journal_page_holds_at_most_the_maximum(harness: LedgerHarness) -> None:
+    ledger = harness.open()
+    for n in range(1, 6):
+        harness.run(ledger.deposit(1, n, key=f"k{n}"))
+    assert len(harness.run(ledger.journal(0, MAX_JOURNAL_PAGE + 1))) == 8
+    assert len(harness.run(ledger.journal(0, 10**12))) == 8  # clamped, not refused
+    first = harness.run(ledger.journal(0, 1))
+    assert len(first) == 1 and first[0].key is None
+
+
+def test_postings_are_timestamped_by_the_ledgers_clock(harness: LedgerHarness) -> None:
+    clock = FakeClock(1_234_567_890.25)
+    ledger = harness.open(fast(clock))
+    harness.run(ledger.deposit(1, 100, key="d"))
+    clock.advance(60)
+    harness.run(ledger.transfer(1, 2, 50, key="t"))
+    times = [p.created_at for p in harness.run(ledger.statement(1, 3))]
+    assert times == [1_234_567_950.25, 1_234_567_890.25, 1_234_567_890.25]
 
 
 # --- exactly-once ---------------------------------------------------------------------

@@ -197,6 +197,21 @@ class LedgerMachine(RuleBasedStateMachine):
         (latest,) = self.run(self.ledger.statement(account, limit=1))
         assert latest.balance_after_cents == self.balances[account]
 
+    @rule(page=st.integers(min_value=1, max_value=9))
+    def the_journal_replays_to_the_balances(self, page: int) -> None:
+        derived: dict[int, int] = {}
+        after = 0
+        while entries := self.run(self.ledger.journal(after, page)):
+            for e in entries:
+                assert e.posting_id > after
+                after = e.posting_id
+                sign = 1 if e.op == "deposit" else -1
+                derived[e.account] = derived.get(e.account, 0) + sign * e.amount_cents
+                assert derived[e.account] == e.balance_after_cents
+                if e.counterparty is not None:
+                    derived[e.counterparty] = derived.get(e.counterparty, 0) + e.amount_cents
+        assert derived == {a: cents for a, cents in self.balances.items() if cents or a in derived}
+
     # --- invariants ---------------------------------------------------------------
 
     @invariant()

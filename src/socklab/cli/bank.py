@@ -7,13 +7,15 @@ terminal and as plain aligned text (or CSV) in a pipe.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
+import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import click
@@ -21,7 +23,13 @@ import click
 from socklab.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Failed, logging_options
 from socklab.errors import RequestRejected, StorageError
 from socklab.ledger import Ledger, open_ledger
-from socklab.ledger.base import DEMO_BALANCE_CENTS, DEMO_NAMES, DEMO_PIN
+from socklab.ledger.base import (
+    DEMO_BALANCE_CENTS,
+    DEMO_NAMES,
+    DEMO_PIN,
+    MAX_JOURNAL_PAGE,
+    JournalEntry,
+)
 from socklab.money import format_cents, parse_amount
 from socklab.server.runtime import run
 
@@ -268,6 +276,71 @@ def statement(ctx: click.Context, account: int, limit: int, as_csv: bool) -> int
         return EXIT_OK
     click.echo(f"Account {holder.id} ({holder.name}), balance {format_cents(holder.balance_cents)}")
     print_table(headers, rows, right=(0, 3, 4))
+    return EXIT_OK
+
+
+EXPORT_COLUMNS = (
+    "posting", "time", "op", "account", "counterparty", "amount", "balance_after", "key",
+)  # fmt: skip
+EXPORT_PAGE = MAX_JOURNAL_PAGE
+"""Postings read per query: the export holds one page in memory, whatever the size."""
+
+
+def export_row(entry: JournalEntry) -> tuple[int, str, str, int, int | None, str, str, str | None]:
+    """One posting of the export, in the order of ``EXPORT_COLUMNS``."""
+    return (
+        entry.posting_id, iso_time(entry.created_at), entry.op, entry.account,
+        entry.counterparty, format_cents(entry.amount_cents),
+        format_cents(entry.balance_after_cents), entry.key,
+    )  # fmt: skip
+
+
+@bank.command()
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True,
+    help="CSV with a header line, or one json object per line.",
+)  # fmt: skip
+@click.option(
+    "--output", "-o", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to FILE (replaced only once the export is complete) [default: stdout].",
+)  # fmt: skip
+@click.pass_context
+def export(ctx: click.Context, fmt: str, output: Path | None) -> int:
+    """Write the whole journal: every posting, oldest first (read page by page)."""
+    target = output.with_name(f".{output.name}.partial") if output is not None else None
+
+    async def work(ledger: Ledger) -> int:
+        with contextlib.ExitStack() as stack:
+            if target is None:
+                out: TextIO = sys.stdout
+            else:
+                out = stack.enter_context(target.open("w", encoding="utf-8", newline=""))
+            writer = csv.writer(out, lineterminator="\n")
+            if fmt == "csv":
+                writer.writerow(EXPORT_COLUMNS)
+            count = after = 0
+            while page := await ledger.journal(after, EXPORT_PAGE):
+                for entry in page:
+                    row = export_row(entry)
+                    if fmt == "csv":
+                        writer.writerow(row)
+                    else:
+                        out.write(json.dumps(dict(zip(EXPORT_COLUMNS, row, strict=True))) + "\n")
+                count += len(page)
+                after = page[-1].posting_id
+            out.flush()
+        return count
+
+    try:
+        count = with_ledger(_url(ctx), work)
+        if output is not None and target is not None:
+            target.replace(output)
+    except OSError as exc:
+        raise Failed(f"cannot write {output}: {exc.strerror or exc}") from None
+    finally:
+        if target is not None:
+            target.unlink(missing_ok=True)
+    click.echo(f"Exported {count} postings" + (f" to {output}." if output else "."), err=True)
     return EXIT_OK
 
 

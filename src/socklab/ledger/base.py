@@ -20,34 +20,50 @@ not count again; a success counts as successful; a business rejection, a ``KeyRe
 and a ``record_failure()`` count as failed. Opening deposits are not requests and do not
 count. ``total == successful + failed`` always.
 
-Helpers at the bottom (``validate_key``, ``fingerprint``, ``precheck``, ...) are shared
-by the backends so that they agree to the letter.
+The rules every backend shares are written here once, so that they agree to the
+letter: the limits, the vault's id, the helpers at the bottom (``validate_key``,
+``fingerprint``, ``precheck``, ...), the error messages and the lockout policy
+(``decide_login``, ``settle_login``). ``socklab.ledger.core`` builds the account, PIN,
+statement and journal methods on them; a backend supplies only its storage.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from importlib import resources
+from typing import Any, Literal, Protocol
 
 from socklab.errors import (
     AccountLocked,
     AuthFailed,
     InvalidAmount,
     InvalidRequest,
+    KeyReused,
     RequestRejected,
     SameAccount,
+    StorageError,
     UnknownAccount,
 )
+from socklab.logs import fn
 from socklab.money import format_cents
+from socklab.protocol.bank import MAX_KEY_CHARS, MAX_STATEMENT_LIMIT
+
+log = logging.getLogger(__name__)
 
 AccountId = int
 Op = Literal["deposit", "withdraw", "transfer"]
 OPS: tuple[Op, ...] = ("deposit", "withdraw", "transfer")
 
-MAX_KEY_CHARS = 128
+VAULT_ID = 0
+"""The system account on the other side of every deposit and withdrawal."""
+MAX_STATEMENT = MAX_STATEMENT_LIMIT
+"""Postings one ``statement`` call returns at most."""
+MAX_JOURNAL_PAGE = 1000
+"""Postings one ``journal`` call returns at most."""
 MAX_NAME_CHARS = 64
 INT64_MAX = 2**63 - 1
 DEMO_PIN = "1234"
@@ -107,6 +123,26 @@ class Posting:
 
 
 @dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One posting of the whole journal, as the request that made it."""
+
+    posting_id: int
+    created_at: float
+    """Unix seconds."""
+    op: Op
+    account: AccountId
+    """The account the request was made on (the source of a transfer)."""
+    counterparty: AccountId | None
+    """The destination of a transfer; ``None`` for deposits and withdrawals."""
+    amount_cents: int
+    """The amount as requested, always > 0."""
+    balance_after_cents: int
+    """The balance of ``account`` right after this posting."""
+    key: str | None
+    """The idempotency key; ``None`` for an opening deposit."""
+
+
+@dataclass(frozen=True, slots=True)
 class Stats:
     total: int
     successful: int
@@ -162,6 +198,63 @@ class LedgerSettings:
             raise ValueError("lockout_s must not be negative")
         if self.pin_hash_concurrency < 1:
             raise ValueError("pin_hash_concurrency must be at least 1")
+
+
+PROBLEM_EXAMPLES = 10
+"""Rows ``verify`` describes per kind of problem; more are summed up in one line."""
+
+VERIFY_CHECKS: dict[str, Callable[[Sequence[Any]], str]] = {
+    "balance": lambda r: f"account {r[0]}: balance {r[1]}, but its journal sums to {r[2]}",
+    "negative": lambda r: f"account {r[0]}: negative balance {r[1]}",
+    "running": lambda r: (
+        f"account {r[0]}, posting {r[1]}: balance after {r[2]}, journal says {r[3]}"
+    ),
+    "entry_account": lambda r: f"posting {r[1]}: journal entry for a missing account {r[0]}",
+    "posting": lambda r: (
+        f"posting {r[0]}: {r[2]} journal entries summing to {r[3]} and moving"
+        f" {r[4]} for an amount of {r[5]}" + (f" (rejected: {r[1]})" if r[1] else "")
+    ),
+    "entry_posting": lambda r: f"journal entries for a missing posting {r[0]}",
+}
+"""The row checks of ``verify``: name -> description of a row the backend's query found.
+Each backend's query for a name returns the columns its description reads."""
+
+
+class VerifyFindings:
+    """The problems ``verify`` finds, described alike by every backend."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def rows(self, check: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Describe up to ``PROBLEM_EXAMPLES`` rows of the check ``check`` (its query
+        should fetch one more, to tell that there are more)."""
+        describe = VERIFY_CHECKS[check]
+        self.problems.extend(describe(row) for row in rows[:PROBLEM_EXAMPLES])
+        if len(rows) > PROBLEM_EXAMPLES:
+            self.problems.append("... and more like the one above")
+
+    def totals(
+        self, *, has_vault: bool, journal_total: int, stats: Stats, keyed_ok: int, rejected: int
+    ) -> None:
+        """The checks of the whole ledger: the vault, conservation, the statistics."""
+        if not has_vault:
+            self.problems.insert(0, f"the vault (account {VAULT_ID}) is missing")
+        if journal_total != 0:
+            self.problems.append(f"money is not conserved: the journal sums to {journal_total}")
+        if stats.successful != keyed_ok:
+            self.problems.append(f"stats: {stats.successful} successful, but {keyed_ok} postings")
+        if stats.failed < rejected:
+            self.problems.append(f"stats: {stats.failed} failed, but {rejected} stored rejections")
+
+    def report(self, *, accounts: int, postings: int, total_cents: int) -> VerifyReport:
+        return VerifyReport(
+            ok=not self.problems,
+            problems=tuple(self.problems),
+            accounts=int(accounts),
+            postings=int(postings),
+            total_cents=int(total_cents),
+        )
 
 
 class Ledger(Protocol):
@@ -227,9 +320,22 @@ class Ledger(Protocol):
         """As ``withdraw``, plus the stored rejection ``SameAccount``."""
         ...
 
-    async def statement(self, account: AccountId, limit: int = 10) -> list[Posting]:
-        """The newest ``limit`` (at most 1000) postings of ``account``, newest first.
-        Raises ``UnknownAccount``."""
+    async def statement(
+        self, account: AccountId, limit: int = 10, *, before: int | None = None
+    ) -> list[Posting]:
+        """The newest ``limit`` (at most ``MAX_STATEMENT``) postings of ``account``, newest
+        first; with ``before``, only postings older than the posting id ``before`` (pass
+        the last posting id of a page to get the next). Raises ``UnknownAccount``,
+        ``InvalidRequest`` (``before`` not an integer)."""
+        ...
+
+    async def journal(
+        self, after_posting: int = 0, limit: int = MAX_JOURNAL_PAGE
+    ) -> list[JournalEntry]:
+        """The applied postings (opening deposits included, rejections not) with a posting
+        id above ``after_posting``, oldest first, at most ``limit`` (at most
+        ``MAX_JOURNAL_PAGE``): pass the last posting id of a page to get the next.
+        Raises ``InvalidRequest`` (``after_posting`` not an integer)."""
         ...
 
     async def record_failure(self) -> None:
@@ -278,6 +384,26 @@ def fits_int64(value: object) -> bool:
     return type(value) is int and -INT64_MAX - 1 <= value <= INT64_MAX
 
 
+def int64_or_none(value: object) -> int | None:
+    """``value`` if it fits in a 64-bit column, else ``None`` (stored as NULL: a
+    prechecked request's fingerprint keeps what it was)."""
+    return value if type(value) is int and fits_int64(value) else None
+
+
+def migration_files(folder: str) -> list[tuple[int, str, str]]:
+    """(version, file name, sql) of every ``NNNN_name.sql`` in the package folder
+    ``folder`` (a backend's schema), in order. Raises ``StorageError`` for a gap."""
+    found = []
+    for item in resources.files("socklab.ledger").joinpath(folder).iterdir():
+        if item.name.endswith(".sql"):
+            version = int(item.name.partition("_")[0])
+            found.append((version, item.name, item.read_text(encoding="utf-8")))
+    found.sort()
+    if [version for version, _, _ in found] != list(range(1, len(found) + 1)):
+        raise StorageError("schema migrations must be numbered 0001, 0002, ... without gaps")
+    return found
+
+
 def check_amount(amount_cents: object, max_amount_cents: int) -> None:
     """Raises ``InvalidAmount`` unless ``0 < amount_cents <= max_amount_cents``."""
     if type(amount_cents) is not int or not 0 < amount_cents <= max_amount_cents:
@@ -322,6 +448,30 @@ def unknown_account(account: object) -> UnknownAccount:
     return UnknownAccount(f"no account {account}")
 
 
+KEY_REUSED = "this idempotency key was used for a different request"
+
+
+def key_reused() -> KeyReused:
+    return KeyReused(KEY_REUSED)
+
+
+def page_size(limit: object, most: int) -> int:
+    """``limit`` clamped to ``0..most``. Raises ``InvalidRequest`` if not an integer."""
+    if type(limit) is not int:
+        raise InvalidRequest("a page size must be an integer")
+    return max(0, min(limit, most))
+
+
+def posting_cursor(value: object, name: str, default: int) -> int:
+    """A posting id to page from (``default`` for ``None``). Raises ``InvalidRequest``."""
+    if value is None:
+        return default
+    if not fits_int64(value):
+        raise InvalidRequest(f"{name} must be a posting id (an integer)")
+    assert isinstance(value, int)
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class KeyedRequest:
     """A validated money request, as a backend's writer sees it."""
@@ -362,6 +512,11 @@ class KeyedPostings:
 # --- the lockout policy, shared by the backends ----------------------------------------
 
 WRONG_PIN = "wrong account number or PIN"
+
+
+def wrong_pin() -> AuthFailed:
+    """The refusal of a wrong PIN, and of an unknown account (the same, on purpose)."""
+    return AuthFailed(WRONG_PIN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,3 +589,40 @@ def decide_login(
         account_failures, account_locked_until, client_failures, client_locked_until, now
     )
     return LoginVerdict(new, AuthFailed(WRONG_PIN), locked)
+
+
+def settle_login(
+    account: Account,
+    client: str,
+    state: LoginState,
+    stored_hash: str | None,
+    checked_hash: str,
+    is_match: bool,
+    settings: LedgerSettings,
+    now: float,
+) -> tuple[LoginState | None, Account | RequestRejected]:
+    """Settle a PIN check made against ``checked_hash``, given what the store holds now
+    (``state``, ``stored_hash``; the backend reads them under its write lock, so that
+    concurrent attempts are settled one after the other).
+
+    Returns (the counters to store, or ``None`` to leave them; the account, or the
+    refusal to raise). A PIN changed while the attempt was checked is a wrong PIN that
+    counts nothing. Logs a new lock.
+    """
+    if stored_hash != checked_hash:
+        return None, locked_error(state, now) or wrong_pin()
+    verdict = decide_login(state, is_match, settings, now)
+    if verdict.locked == "account":
+        log.warning(
+            "account %s locked for everyone for %.0f s after %d failed logins",
+            account.id, settings.lockout_s, settings.max_account_failed_logins,
+            extra=fn("authenticate"),
+        )  # fmt: skip
+    elif verdict.locked == "client":
+        log.warning(
+            "account %s locked for %s for %.0f s after %d failed logins from there",
+            account.id, client or "local clients", settings.lockout_s,
+            settings.max_failed_logins, extra=fn("authenticate"),
+        )  # fmt: skip
+    changed = None if verdict.state == state else verdict.state
+    return changed, verdict.error or account

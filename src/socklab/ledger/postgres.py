@@ -24,7 +24,7 @@ How this works:
   (Chosen over SERIALIZABLE with retries by measurement: see docs/architecture.md.)
 - Business rejections are rows too (``requests.error_code``), stored and replayed like
   successes; ``precheck`` (amount, same account, impossible ids) runs here, the rest
-  (unknown account, overflow, funds) in SQL, in the order of ``sqlite_store.move_money``.
+  (unknown account, overflow, funds) in SQL, in the order the ``base`` docstring gives.
 - Reads take a pooled connection each, except ``stats()``, which the bank service calls
   after every transaction: concurrent calls share one query.
 - PIN hashing runs in threads, at most ``pin_hash_concurrency`` at once per process; a
@@ -43,7 +43,7 @@ import asyncio
 import contextlib
 import logging
 import select
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,30 +53,22 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from socklab.errors import RequestRejected, StorageError
-from socklab.ledger import pins
 from socklab.ledger import postgres_store as store
 from socklab.ledger.base import (
-    DEMO_NAMES,
-    DEMO_PIN,
     Account,
-    AccountId,
-    KeyedPostings,
+    JournalEntry,
     KeyedRequest,
     LedgerSettings,
+    LoginState,
     Posting,
     Receipt,
     Stats,
     VerifyReport,
-    check_opening_deposit,
-    fits_int64,
-    locked_error,
     precheck,
-    unknown_account,
     validate_key,
-    validate_name,
 )
+from socklab.ledger.core import LedgerCore
 from socklab.ledger.postgres_store import Conn
-from socklab.ledger.sqlite_store import MAX_STATEMENT, wrong_pin
 
 __all__ = ["PostgresLedger", "open_postgres_ledger"]
 
@@ -107,18 +99,17 @@ class _Pending:
     future: asyncio.Future[Receipt | RequestRejected | None]
 
 
-class PostgresLedger(KeyedPostings):
+class PostgresLedger(LedgerCore):
     """The PostgreSQL ``Ledger``. Build it with ``open_postgres_ledger``; use it from the
     event loop that opened it."""
 
     def __init__(
         self, pool: AsyncConnectionPool[Conn], settings: LedgerSettings, where: str
     ) -> None:
+        super().__init__(settings)
         self._pool = pool
-        self._settings = settings
         self._where = where
         self._closed = False
-        self._hasher = pins.PinHasher(settings.pin_hash_concurrency)
         self._pending: list[_Pending] = []
         self._wakeup = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -218,7 +209,8 @@ class PostgresLedger(KeyedPostings):
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 async with self._pool.connection() as conn:
-                    outcomes = iter(await store.post_batch(conn, requests, failures))
+                    now = self._settings.clock()
+                    outcomes = iter(await store.post_batch(conn, requests, failures, now))
                 break
             except _RETRYABLE as exc:
                 if attempt == MAX_ATTEMPTS:
@@ -227,93 +219,63 @@ class PostgresLedger(KeyedPostings):
                 await asyncio.sleep(0.001 * 2**attempt)
         return [None if item.req is None else next(outcomes) for item in batch]
 
-    # --- accounts and PINs --------------------------------------------------------
+    # --- the store interface of ``LedgerCore`` -----------------------------------------
 
-    async def open_account(self, name: str, pin: str, deposit_cents: int = 0) -> Account:
-        name = validate_name(name)
-        pins.check_pin_format(pin)
-        check_opening_deposit(deposit_cents, self._settings.max_amount_cents)
-        pin_hash = await self._hasher.hash(pin)
+    async def _store_create_account(
+        self, name: str, pin_hash: str, deposit_cents: int, now: float
+    ) -> Account:
         async with self._connection() as conn:
-            return await store.create_account(
-                conn, None, name, pin_hash, deposit_cents, self._settings.clock()
+            return await store.create_account(conn, None, name, pin_hash, deposit_cents, now)
+
+    async def _store_has_customers(self) -> bool:
+        async with self._connection() as conn:
+            return await store.has_customers(conn)
+
+    async def _store_create_demo_accounts(self, pin_hashes: Sequence[str], now: float) -> bool:
+        async with self._connection() as conn, conn.transaction():
+            return await store.create_demo_accounts(conn, pin_hashes, now)
+
+    async def _store_login_state(
+        self, account: int, client: str
+    ) -> tuple[str | None, LoginState] | None:
+        async with self._connection() as conn:
+            return await store.login_state(conn, account, client)
+
+    async def _store_settle_login(
+        self, account: int, client: str, checked_hash: str, is_match: bool, now: float
+    ) -> Account | RequestRejected:
+        # A transaction holding the account's row lock: concurrent attempts, from every
+        # process, are settled one after the other.
+        async with self._connection() as conn, conn.transaction():
+            return await store.settle_login(
+                conn, account, client, checked_hash, is_match, self._settings, now
             )
 
-    async def ensure_demo_accounts(self) -> bool:
+    async def _store_set_pin_hash(self, account: int, pin_hash: str) -> None:
         async with self._connection() as conn:
-            if await store.has_customers(conn):
-                return False
-        hashes = await asyncio.gather(*(self._hasher.hash(DEMO_PIN) for _ in DEMO_NAMES))
-        async with self._connection() as conn, conn.transaction():
-            is_created = await store.create_demo_accounts(conn, hashes, self._settings.clock())
-        if is_created:
-            log.info("created the demo accounts 1 to %d", len(DEMO_NAMES))
-        return is_created
+            await store.set_pin_hash(conn, account, pin_hash)
 
-    async def authenticate(self, account: AccountId, pin: str, *, client: str = "") -> Account:
-        found = None
-        if fits_int64(account):
-            async with self._connection() as conn:
-                found = await store.login_state(conn, account, client)
-        pin_hash, state = found if found is not None else (None, None)
-        if pin_hash is None or state is None:
-            await self._hasher.verify(pin, None)  # as slow as a real check
-            raise wrong_pin()
-        locked = locked_error(state, self._settings.clock())
-        if locked is not None:  # refused before hashing: a locked account costs no CPU
-            raise locked
-        is_match = await self._hasher.verify(pin, pin_hash)
+    async def _store_unlock(self, account: int, now: float) -> bool | None:
         async with self._connection() as conn, conn.transaction():
-            outcome = await store.settle_login(
-                conn, account, client, pin_hash, is_match, self._settings, self._settings.clock()
-            )
-        if isinstance(outcome, RequestRejected):
-            raise outcome
-        return outcome
+            return await store.unlock(conn, account, now)
 
-    async def change_pin(
-        self, account: AccountId, old_pin: str, new_pin: str, *, client: str = ""
-    ) -> None:
-        pins.check_pin_format(new_pin)
-        await self.authenticate(account, old_pin, client=client)
-        new_hash = await self._hasher.hash(new_pin)
+    async def _store_get_account(self, account: int) -> Account | None:
         async with self._connection() as conn:
-            await store.set_pin_hash(conn, account, new_hash)
+            return await store.get_account(conn, account)
 
-    async def unlock(self, account: AccountId) -> bool:
-        was_locked = None
-        if fits_int64(account):
-            async with self._connection() as conn, conn.transaction():
-                was_locked = await store.unlock(conn, account, self._settings.clock())
-        if was_locked is None:
-            raise unknown_account(account)
-        log.info("account %s unlocked (was locked: %s)", account, was_locked)
-        return was_locked
+    async def _store_statement(self, account: int, limit: int, before: int) -> list[Posting] | None:
+        async with self._connection() as conn:
+            return await store.statement(conn, account, limit, before)
+
+    async def _store_journal(self, after: int, limit: int) -> list[JournalEntry]:
+        async with self._connection() as conn:
+            return await store.journal(conn, after, limit)
 
     # --- reads --------------------------------------------------------------------
-
-    async def get_account(self, account: AccountId) -> Account:
-        found = None
-        if fits_int64(account):
-            async with self._connection() as conn:
-                found = await store.get_account(conn, account)
-        if found is None:
-            raise unknown_account(account)
-        return found
 
     async def accounts(self) -> list[Account]:
         async with self._connection() as conn:
             return await store.list_accounts(conn)
-
-    async def statement(self, account: AccountId, limit: int = 10) -> list[Posting]:
-        limit = max(0, min(limit, MAX_STATEMENT))
-        postings = None
-        if fits_int64(account):
-            async with self._connection() as conn:
-                postings = await store.statement(conn, account, limit)
-        if postings is None:
-            raise unknown_account(account)
-        return postings
 
     async def stats(self) -> Stats:
         # The bank service reads the statistics after every transaction: concurrent

@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
-from importlib import resources
+from collections.abc import Sequence
 from typing import Any, LiteralString
 
 import psycopg
@@ -19,23 +18,28 @@ from psycopg import AsyncConnection
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 
-from socklab.errors import REJECTIONS, KeyReused, RequestRejected, StorageError
+from socklab.errors import REJECTIONS, RequestRejected, StorageError
+from socklab.ledger import base
 from socklab.ledger.base import (
     DEMO_BALANCE_CENTS,
     DEMO_NAMES,
+    PROBLEM_EXAMPLES,
+    VAULT_ID,
     Account,
+    JournalEntry,
     KeyedRequest,
     LedgerSettings,
     LoginState,
     Posting,
     Receipt,
     Stats,
+    VerifyFindings,
     VerifyReport,
-    decide_login,
-    fits_int64,
-    locked_error,
+    int64_or_none,
+    key_reused,
+    migration_files,
+    wrong_pin,
 )
-from socklab.ledger.sqlite_store import VAULT_ID, log_lock, wrong_pin
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +47,6 @@ Conn = AsyncConnection[TupleRow]
 
 MIGRATION_LOCK = 0x736F636B
 """First key of the migrations' advisory lock (the second is the schema's hash)."""
-_PROBLEM_EXAMPLES = 10
-_KEY_REUSED = "this idempotency key was used for a different request"
 
 
 # --- connections and migrations -----------------------------------------------------
@@ -70,15 +72,7 @@ async def configure(conn: Conn) -> None:
 
 def migrations() -> list[tuple[int, str, str]]:
     """(version, file name, sql) of every ``schema_pg/NNNN_name.sql``, in order."""
-    found = []
-    for item in resources.files("socklab.ledger").joinpath("schema_pg").iterdir():
-        if item.name.endswith(".sql"):
-            version = int(item.name.partition("_")[0])
-            found.append((version, item.name, item.read_text(encoding="utf-8")))
-    found.sort()
-    if [version for version, _, _ in found] != list(range(1, len(found) + 1)):
-        raise StorageError("schema migrations must be numbered 0001, 0002, ... without gaps")
-    return found
+    return migration_files("schema_pg")
 
 
 async def migrate(conn: Conn) -> int:
@@ -136,7 +130,10 @@ _POST_BATCH: LiteralString = (
 
 
 async def post_batch(
-    conn: Conn, requests: Sequence[tuple[KeyedRequest, RequestRejected | None]], failures: int
+    conn: Conn,
+    requests: Sequence[tuple[KeyedRequest, RequestRejected | None]],
+    failures: int,
+    now: float,
 ) -> list[Receipt | RequestRejected]:
     """Post ``requests`` (each with its ``precheck`` verdict) in order, and count
     ``failures`` transient failures, in one statement (so one transaction in autocommit
@@ -153,16 +150,16 @@ async def post_batch(
                 "o": req.op,
                 # Prechecked: a value that does not fit in 64 bits comes with a
                 # rejection, and is stored as NULL (the fingerprint keeps it).
-                "a": _int64_or_none(req.account),
-                "c": _int64_or_none(req.counterparty),
-                "m": _int64_or_none(req.amount_cents),
+                "a": int64_or_none(req.account),
+                "c": int64_or_none(req.counterparty),
+                "m": int64_or_none(req.amount_cents),
                 "rc": None if rejection is None else rejection.code,
                 "rm": None if rejection is None else rejection.message,
             }
             for req, rejection in requests
         ]
     )
-    cur = await conn.execute(_POST_BATCH, (payload, failures, time.time()))
+    cur = await conn.execute(_POST_BATCH, (payload, failures, now))
     rows = await cur.fetchall()
     return [_outcome(req, row) for (req, _), row in zip(requests, rows, strict=True)]
 
@@ -170,17 +167,13 @@ async def post_batch(
 def _outcome(req: KeyedRequest, row: TupleRow) -> Receipt | RequestRejected:
     outcome, posting_id, balance, code, message = row
     if outcome == "key_reused":
-        return KeyReused(_KEY_REUSED)
+        return key_reused()
     if code is not None:
         return REJECTIONS[code](message)
     return Receipt(
         req.key, req.op, req.account, req.counterparty, req.amount_cents, balance,
         posting_id, replayed=outcome == "replayed",
     )  # fmt: skip
-
-
-def _int64_or_none(value: object) -> int | None:
-    return value if fits_int64(value) else None  # type: ignore[return-value]
 
 
 def is_statement_error(exc: psycopg.Error) -> bool:
@@ -235,11 +228,10 @@ async def settle_login(
     settings: LedgerSettings,
     now: float,
 ) -> Account | RequestRejected:
-    """Apply the verdict of a PIN check made against ``checked_hash`` (``decide_login``).
+    """``base.settle_login`` on the stored row and counters; stores the new counters.
     Run it in a transaction: it holds the account's row lock until the commit, so
     concurrent attempts (from any process) are counted in turn, and none succeeds once the
-    failures before it have locked the account. (``sqlite_store.settle_login``, in
-    PostgreSQL.)"""
+    failures before it have locked the account."""
     row = await fetchone(
         conn,
         "SELECT name, balance_cents, pin_hash, failed_logins, locked_until FROM accounts"
@@ -256,16 +248,13 @@ async def settle_login(
         (account, client),
     )
     state = LoginState(failed_logins, locked_until, *(client_row or (0, 0.0, 0.0)))
-    if pin_hash != checked_hash:  # the PIN changed while this attempt was being checked
-        return locked_error(state, now) or wrong_pin()
-    verdict = decide_login(state, is_match, settings, now)
-    if verdict.state != state:
-        await store_login_counters(conn, account, client, verdict.state)
-    if verdict.locked is not None:
-        log_lock(account, client, verdict.locked, settings)
-    if verdict.error is not None:
-        return verdict.error
-    return Account(account, name, balance)
+    changed, outcome = base.settle_login(
+        Account(account, name, balance), client, state, pin_hash, checked_hash, is_match,
+        settings, now,
+    )  # fmt: skip
+    if changed is not None:
+        await store_login_counters(conn, account, client, changed)
+    return outcome
 
 
 async def store_login_counters(conn: Conn, account: int, client: str, state: LoginState) -> None:
@@ -350,8 +339,9 @@ async def list_accounts(conn: Conn) -> list[Account]:
     return [Account(*row) for row in await cur.fetchall()]
 
 
-async def statement(conn: Conn, account: int, limit: int) -> list[Posting] | None:
-    """The newest ``limit`` postings of a customer, newest first; None if unknown."""
+async def statement(conn: Conn, account: int, limit: int, before: int) -> list[Posting] | None:
+    """The newest ``limit`` postings of a customer with an id below ``before``, newest
+    first; None if unknown."""
     # One statement, so one snapshot: the account (no row: unknown) and its newest
     # postings (one row of NULLs: none).
     cur = await conn.execute(
@@ -360,14 +350,26 @@ async def statement(conn: Conn, account: int, limit: int) -> list[Posting] | Non
         " CASE WHEN r.account_id = e.account_id THEN r.counterparty_id"
         " ELSE r.account_id END, r.key, r.created_at"
         " FROM entries e JOIN requests r ON r.id = e.request_id"
-        " WHERE e.account_id = a.id ORDER BY e.request_id DESC LIMIT %s"
+        " WHERE e.account_id = a.id AND e.request_id < %s ORDER BY e.request_id DESC LIMIT %s"
         ") p ON true WHERE a.id = %s AND a.kind = 'customer'",
-        (limit, account),
+        (before, limit, account),
     )
     rows = await cur.fetchall()
     if not rows:
         return None
     return [Posting(*row) for row in rows if row[0] is not None]
+
+
+async def journal(conn: Conn, after: int, limit: int) -> list[JournalEntry]:
+    """The first ``limit`` applied postings with an id above ``after``, by id."""
+    cur = await conn.execute(
+        "SELECT r.id, r.created_at, r.op, r.account_id, r.counterparty_id, r.amount_cents,"
+        " e.balance_after_cents, r.key FROM requests r"
+        " JOIN entries e ON e.account_id = r.account_id AND e.request_id = r.id"
+        " WHERE r.id > %s AND r.error_code IS NULL ORDER BY r.id LIMIT %s",
+        (after, limit),
+    )
+    return [JournalEntry(*row) for row in await cur.fetchall()]
 
 
 _STATS: LiteralString = (
@@ -383,34 +385,29 @@ async def read_stats(conn: Conn) -> Stats:
 
 async def verify(conn: Conn) -> VerifyReport:
     """Re-derive every balance from the journal and check the ledger's invariants (those
-    of ``sqlite_store.verify``). Run it in a REPEATABLE READ transaction: one snapshot."""
-    problems: list[str] = []
+    every backend checks). Run it in a REPEATABLE READ transaction: one snapshot."""
+    findings = VerifyFindings()
 
-    async def check(sql: LiteralString, describe: Callable[[Any], str]) -> None:
-        cur = await conn.execute(sql + " LIMIT %s", (_PROBLEM_EXAMPLES + 1,))
-        rows = await cur.fetchall()
-        problems.extend(describe(row) for row in rows[:_PROBLEM_EXAMPLES])
-        if len(rows) > _PROBLEM_EXAMPLES:
-            problems.append("... and more like the one above")
+    async def check(sql: LiteralString, name: str) -> None:
+        cur = await conn.execute(sql + " LIMIT %s", (PROBLEM_EXAMPLES + 1,))
+        findings.rows(name, await cur.fetchall())
 
     per_posting: LiteralString = (
         "WITH p AS (SELECT request_id, COUNT(*) AS n, SUM(amount_cents) AS total,"
         " SUM(GREATEST(amount_cents, 0)) AS moved FROM entries GROUP BY request_id) "
     )
     vault = await fetchone(conn, "SELECT kind FROM accounts WHERE id = %s", (VAULT_ID,))
-    if vault is None or vault[0] != "system":
-        problems.append("the vault (account 0) is missing")
     await check(
         "SELECT a.id, a.balance_cents, COALESCE(SUM(e.amount_cents), 0) AS derived"
         " FROM accounts a LEFT JOIN entries e ON e.account_id = a.id"
         " WHERE a.kind = 'customer' GROUP BY a.id"
         " HAVING a.balance_cents IS DISTINCT FROM COALESCE(SUM(e.amount_cents), 0)",
-        lambda r: f"account {r[0]}: balance {r[1]}, but its journal sums to {r[2]}",
+        "balance",
     )
     await check(
         "SELECT id, balance_cents FROM accounts"
         " WHERE kind = 'customer' AND NOT COALESCE(balance_cents >= 0, false)",
-        lambda r: f"account {r[0]}: negative balance {r[1]}",
+        "negative",
     )
     await check(
         "SELECT account_id, request_id, balance_after_cents, running FROM ("
@@ -418,12 +415,12 @@ async def verify(conn: Conn) -> VerifyReport:
         " OVER (PARTITION BY e.account_id ORDER BY e.request_id) AS running"
         " FROM entries e JOIN accounts a ON a.id = e.account_id AND a.kind = 'customer') j"
         " WHERE running IS DISTINCT FROM balance_after_cents",
-        lambda r: f"account {r[0]}, posting {r[1]}: balance after {r[2]}, journal says {r[3]}",
+        "running",
     )
     await check(
         "SELECT e.account_id, e.request_id FROM entries e"
         " LEFT JOIN accounts a ON a.id = e.account_id WHERE a.id IS NULL",
-        lambda r: f"posting {r[1]}: journal entry for a missing account {r[0]}",
+        "entry_account",
     )
     await check(
         per_posting + "SELECT r.id, r.error_code, COALESCE(p.n, 0), p.total, p.moved,"
@@ -431,19 +428,14 @@ async def verify(conn: Conn) -> VerifyReport:
         " WHERE (r.error_code IS NULL AND (COALESCE(p.n, 0) != 2 OR p.total != 0"
         " OR p.moved IS DISTINCT FROM r.amount_cents))"
         " OR (r.error_code IS NOT NULL AND p.n > 0)",
-        lambda r: (
-            f"posting {r[0]}: {r[2]} journal entries summing to {r[3]} and moving"
-            f" {r[4]} for an amount of {r[5]}" + (f" (rejected: {r[1]})" if r[1] else "")
-        ),
+        "posting",
     )
     await check(
         per_posting + "SELECT p.request_id FROM p LEFT JOIN requests r"
         " ON r.id = p.request_id WHERE r.id IS NULL",
-        lambda r: f"journal entries for a missing posting {r[0]}",
+        "entry_posting",
     )
     (journal_total,) = await fetchone(conn, "SELECT COALESCE(SUM(amount_cents), 0) FROM entries")
-    if journal_total != 0:
-        problems.append(f"money is not conserved: the journal sums to {journal_total}")
     customers, customer_cents = await fetchone(
         conn,
         "SELECT COUNT(*), COALESCE(SUM(balance_cents), 0) FROM accounts WHERE kind = 'customer'",
@@ -455,14 +447,11 @@ async def verify(conn: Conn) -> VerifyReport:
         " COUNT(*) FILTER (WHERE error_code IS NOT NULL) FROM requests",
     )
     stats = await read_stats(conn)
-    if stats.successful != keyed_ok:
-        problems.append(f"stats: {stats.successful} successful, but {keyed_ok} postings")
-    if stats.failed < rejected:
-        problems.append(f"stats: {stats.failed} failed, but {rejected} stored rejections")
-    return VerifyReport(
-        ok=not problems,
-        problems=tuple(problems),
-        accounts=int(customers),
-        postings=int(postings),
-        total_cents=int(customer_cents),
+    findings.totals(
+        has_vault=vault is not None and vault[0] == "system",
+        journal_total=journal_total,
+        stats=stats,
+        keyed_ok=keyed_ok,
+        rejected=rejected,
     )
+    return findings.report(accounts=customers, postings=postings, total_cents=customer_cents)

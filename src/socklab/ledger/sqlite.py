@@ -31,33 +31,25 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from socklab.errors import RequestRejected, StorageError
-from socklab.ledger import pins
 from socklab.ledger import sqlite_store as store
 from socklab.ledger.base import (
-    DEMO_BALANCE_CENTS,
-    DEMO_NAMES,
-    DEMO_PIN,
     Account,
-    AccountId,
-    KeyedPostings,
+    JournalEntry,
     KeyedRequest,
     LedgerSettings,
+    LoginState,
     Posting,
     Receipt,
     Stats,
     VerifyReport,
-    check_opening_deposit,
-    fits_int64,
-    locked_error,
-    unknown_account,
     validate_key,
-    validate_name,
 )
+from socklab.ledger.core import LedgerCore
 
 __all__ = ["SqliteLedger", "open_sqlite_ledger", "sqlite_path_from_url"]
 
@@ -161,14 +153,13 @@ class _Worker:
             conn.close()
 
 
-class SqliteLedger(KeyedPostings):
+class SqliteLedger(LedgerCore):
     """The SQLite ``Ledger``. Build it with ``open_sqlite_ledger``."""
 
     def __init__(self, path: str, settings: LedgerSettings, conn: sqlite3.Connection) -> None:
+        super().__init__(settings)
         self._path = path
-        self._settings = settings
         self._closed = False
-        self._hasher = pins.PinHasher(settings.pin_hash_concurrency)
         self._committed_stats: Stats | None = None
         # Request counts of the batch being written; only the writer thread touches them.
         self._successful = 0
@@ -257,94 +248,57 @@ class SqliteLedger(KeyedPostings):
             else:
                 self._successful += 1
 
-    # --- accounts and PINs --------------------------------------------------------
+    # --- the store interface of ``LedgerCore`` -----------------------------------------
 
-    async def open_account(self, name: str, pin: str, deposit_cents: int = 0) -> Account:
-        name = validate_name(name)
-        pins.check_pin_format(pin)
-        check_opening_deposit(deposit_cents, self._settings.max_amount_cents)
-        pin_hash = await self._hasher.hash(pin)
-        now = self._settings.clock()
+    async def _store_create_account(
+        self, name: str, pin_hash: str, deposit_cents: int, now: float
+    ) -> Account:
         return await self._write(
             lambda conn: store.create_account(conn, None, name, pin_hash, deposit_cents, now)
         )
 
-    async def ensure_demo_accounts(self) -> bool:
-        if await self._read(store.has_customers):
-            return False
-        hashes = await asyncio.gather(*(self._hasher.hash(DEMO_PIN) for _ in DEMO_NAMES))
-        now = self._settings.clock()
+    async def _store_has_customers(self) -> bool:
+        return await self._read(store.has_customers)
 
-        def create(conn: sqlite3.Connection) -> bool:
-            if store.has_customers(conn):
-                return False
-            for number, (name, pin_hash) in enumerate(zip(DEMO_NAMES, hashes, strict=True), 1):
-                store.create_account(conn, number, name, pin_hash, DEMO_BALANCE_CENTS, now)
-            return True
+    async def _store_create_demo_accounts(self, pin_hashes: Sequence[str], now: float) -> bool:
+        return await self._write(lambda conn: store.create_demo_accounts(conn, pin_hashes, now))
 
-        is_created = await self._write(create)
-        if is_created:
-            log.debug("created the demo accounts 1 to %d", len(DEMO_NAMES))
-        return is_created
+    async def _store_login_state(
+        self, account: int, client: str
+    ) -> tuple[str | None, LoginState] | None:
+        return await self._read(lambda conn: store.login_state(conn, account, client))
 
-    async def authenticate(self, account: AccountId, pin: str, *, client: str = "") -> Account:
-        found = None
-        if fits_int64(account):
-            found = await self._read(lambda conn: store.login_state(conn, account, client))
-        pin_hash, state = found if found is not None else (None, None)
-        if pin_hash is None or state is None:
-            await self._hasher.verify(pin, None)  # as slow as a real check
-            raise store.wrong_pin()
-        locked = locked_error(state, self._settings.clock())
-        if locked is not None:  # refused before hashing: a locked account costs no CPU
-            raise locked
-        is_match = await self._hasher.verify(pin, pin_hash)
+    async def _store_settle_login(
+        self, account: int, client: str, checked_hash: str, is_match: bool, now: float
+    ) -> Account | RequestRejected:
+        # The writer sees every attempt in order: of many concurrent guesses, none
+        # succeeds once the failures before it have locked the account.
         settings = self._settings
         return await self._write(
             lambda conn: store.settle_login(
-                conn, account, client, pin_hash, is_match, settings, settings.clock()
+                conn, account, client, checked_hash, is_match, settings, now
             )
         )
 
-    async def change_pin(
-        self, account: AccountId, old_pin: str, new_pin: str, *, client: str = ""
-    ) -> None:
-        pins.check_pin_format(new_pin)
-        await self.authenticate(account, old_pin, client=client)
-        new_hash = await self._hasher.hash(new_pin)
-        await self._write(lambda conn: store.set_pin_hash(conn, account, new_hash))
+    async def _store_set_pin_hash(self, account: int, pin_hash: str) -> None:
+        await self._write(lambda conn: store.set_pin_hash(conn, account, pin_hash))
 
-    async def unlock(self, account: AccountId) -> bool:
-        was_locked = None
-        if fits_int64(account):
-            now = self._settings.clock()
-            was_locked = await self._write(lambda conn: store.unlock(conn, account, now))
-        if was_locked is None:
-            raise unknown_account(account)
-        log.info("account %s unlocked (was locked: %s)", account, was_locked)
-        return was_locked
+    async def _store_unlock(self, account: int, now: float) -> bool | None:
+        return await self._write(lambda conn: store.unlock(conn, account, now))
+
+    async def _store_get_account(self, account: int) -> Account | None:
+        return await self._read(lambda conn: store.get_account(conn, account))
+
+    async def _store_statement(self, account: int, limit: int, before: int) -> list[Posting] | None:
+        return await self._read(lambda conn: store.statement(conn, account, limit, before))
+
+    async def _store_journal(self, after: int, limit: int) -> list[JournalEntry]:
+        return await self._read(lambda conn: store.journal(conn, after, limit))
 
     # --- reads --------------------------------------------------------------------
 
-    async def get_account(self, account: AccountId) -> Account:
-        found = None
-        if fits_int64(account):
-            found = await self._read(lambda conn: store.get_account(conn, account))
-        if found is None:
-            raise unknown_account(account)
-        return found
-
     async def accounts(self) -> list[Account]:
         return await self._read(store.list_accounts)
-
-    async def statement(self, account: AccountId, limit: int = 10) -> list[Posting]:
-        limit = max(0, min(limit, store.MAX_STATEMENT))
-        postings = None
-        if fits_int64(account):
-            postings = await self._read(lambda conn: store.statement(conn, account, limit))
-        if postings is None:
-            raise unknown_account(account)
-        return postings
 
     async def stats(self) -> Stats:
         # The statistics as of the writer's last commit (read inside that transaction, so

@@ -12,24 +12,26 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from importlib import resources
-from typing import Any, cast
+from typing import cast
 
 from socklab.errors import (
     REJECTIONS,
-    AuthFailed,
     InsufficientFunds,
     InvalidAmount,
-    KeyReused,
     RequestRejected,
     StorageError,
 )
+from socklab.ledger import base
 from socklab.ledger.base import (
+    DEMO_BALANCE_CENTS,
+    DEMO_NAMES,
     INT64_MAX,
-    WRONG_PIN,
+    PROBLEM_EXAMPLES,
+    VAULT_ID,
     Account,
+    JournalEntry,
     KeyedRequest,
     LedgerSettings,
     LoginState,
@@ -37,21 +39,20 @@ from socklab.ledger.base import (
     Posting,
     Receipt,
     Stats,
+    VerifyFindings,
     VerifyReport,
-    decide_login,
-    fits_int64,
-    locked_error,
+    int64_or_none,
+    key_reused,
+    migration_files,
     precheck,
     unknown_account,
+    wrong_pin,
 )
 
 log = logging.getLogger(__name__)
 
 MEMORY = ":memory:"
-VAULT_ID = 0
 BUSY_TIMEOUT_MS = 10_000
-MAX_STATEMENT = 1000
-_PROBLEM_EXAMPLES = 10
 
 
 # --- connections and migrations -----------------------------------------------------
@@ -83,15 +84,7 @@ def connect(path: str) -> sqlite3.Connection:
 
 def migrations() -> list[tuple[int, str, str]]:
     """(version, file name, sql) of every ``schema/NNNN_name.sql``, in order."""
-    found = []
-    for item in resources.files("socklab.ledger").joinpath("schema").iterdir():
-        if item.name.endswith(".sql"):
-            version = int(item.name.partition("_")[0])
-            found.append((version, item.name, item.read_text(encoding="utf-8")))
-    found.sort()
-    if [version for version, _, _ in found] != list(range(1, len(found) + 1)):
-        raise StorageError("schema migrations must be numbered 0001, 0002, ... without gaps")
-    return found
+    return migration_files("schema")
 
 
 def split_statements(script: str) -> list[str]:
@@ -188,7 +181,7 @@ def post(
     if found is not None:
         request_id, stored_fingerprint, error_code, error_message = found
         if stored_fingerprint != req.fingerprint:
-            return KeyReused("this idempotency key was used for a different request"), True
+            return key_reused(), True
         if error_code is not None:
             return REJECTIONS[error_code](error_message), False
         (balance,) = conn.execute(_BALANCE_AFTER, (req.account, request_id)).fetchone()
@@ -202,8 +195,8 @@ def post(
     conn.execute(
         _INSERT_REQUEST,
         (
-            req.key, req.scope, req.fingerprint, req.op, _int64_or_none(req.account),
-            _int64_or_none(req.counterparty), _int64_or_none(req.amount_cents),
+            req.key, req.scope, req.fingerprint, req.op, int64_or_none(req.account),
+            int64_or_none(req.counterparty), int64_or_none(req.amount_cents),
             rejection.code, rejection.message, now,
         ),
     )  # fmt: skip
@@ -281,10 +274,6 @@ def _receipt(req: KeyedRequest, posting_id: int, balance: int, *, replayed: bool
     )  # fmt: skip
 
 
-def _int64_or_none(value: int | None) -> int | None:
-    return value if fits_int64(value) else None
-
-
 def add_stats(conn: sqlite3.Connection, successful: int, failed: int) -> None:
     conn.execute(
         "UPDATE stats SET successful = successful + ?, failed = failed + ?", (successful, failed)
@@ -320,6 +309,16 @@ def create_account(
     return Account(account_id, name, deposit_cents)
 
 
+def create_demo_accounts(conn: sqlite3.Connection, pin_hashes: Sequence[str], now: float) -> bool:
+    """The seed's accounts 1, 2, 3 on a ledger with no customers. Returns whether it
+    created them (in the writer: nobody else writes meanwhile)."""
+    if has_customers(conn):
+        return False
+    for number, (name, pin_hash) in enumerate(zip(DEMO_NAMES, pin_hashes, strict=True), 1):
+        create_account(conn, number, name, pin_hash, DEMO_BALANCE_CENTS, now)
+    return True
+
+
 def settle_login(
     conn: sqlite3.Connection,
     account: int,
@@ -329,11 +328,8 @@ def settle_login(
     settings: LedgerSettings,
     now: float,
 ) -> Account | RequestRejected:
-    """Apply the verdict of a PIN check made against ``checked_hash`` (``decide_login``).
-
-    Runs in the writer, which sees every attempt in order: of many concurrent guesses,
-    none succeeds once the failures before it have locked the account.
-    """
+    """``base.settle_login`` on the stored row and counters; stores the new counters.
+    Runs in the writer, which sees every attempt in order."""
     row = conn.execute(
         "SELECT name, balance_cents, pin_hash FROM accounts WHERE id = ? AND kind = 'customer'",
         (account,),
@@ -342,29 +338,13 @@ def settle_login(
         return wrong_pin()
     name, balance, pin_hash = row
     state = login_counters(conn, account, client)
-    if pin_hash != checked_hash:  # the PIN changed while this attempt was being checked
-        return locked_error(state, now) or wrong_pin()
-    verdict = decide_login(state, is_match, settings, now)
-    if verdict.state != state:
-        store_login_counters(conn, account, client, verdict.state)
-    if verdict.locked is not None:
-        log_lock(account, client, verdict.locked, settings)
-    if verdict.error is not None:
-        return verdict.error
-    return Account(account, name, balance)
-
-
-def log_lock(account: int, client: str, locked: str, settings: LedgerSettings) -> None:
-    if locked == "account":
-        log.warning(
-            "account %s locked for everyone for %.0f s after %d failed logins",
-            account, settings.lockout_s, settings.max_account_failed_logins,
-        )  # fmt: skip
-    else:
-        log.warning(
-            "account %s locked for %s for %.0f s after %d failed logins from there",
-            account, client or "local clients", settings.lockout_s, settings.max_failed_logins,
-        )  # fmt: skip
+    changed, outcome = base.settle_login(
+        Account(account, name, balance), client, state, pin_hash, checked_hash, is_match,
+        settings, now,
+    )  # fmt: skip
+    if changed is not None:
+        store_login_counters(conn, account, client, changed)
+    return outcome
 
 
 def login_counters(conn: sqlite3.Connection, account: int, client: str) -> LoginState:
@@ -418,10 +398,6 @@ def unlock(conn: sqlite3.Connection, account: int, now: float) -> bool | None:
     return bool(row[0] > now or locked)
 
 
-def wrong_pin() -> AuthFailed:
-    return AuthFailed(WRONG_PIN)
-
-
 def set_pin_hash(conn: sqlite3.Connection, account: int, pin_hash: str) -> None:
     conn.execute(
         "UPDATE accounts SET pin_hash = ?, failed_logins = 0 WHERE id = ?", (pin_hash, account)
@@ -459,8 +435,11 @@ def list_accounts(conn: sqlite3.Connection) -> list[Account]:
     return [Account(*row) for row in rows]
 
 
-def statement(conn: sqlite3.Connection, account: int, limit: int) -> list[Posting] | None:
-    """The newest ``limit`` postings of a customer, newest first; None if unknown."""
+def statement(
+    conn: sqlite3.Connection, account: int, limit: int, before: int
+) -> list[Posting] | None:
+    """The newest ``limit`` postings of a customer with an id below ``before``, newest
+    first; None if unknown."""
     with snapshot(conn):
         if conn.execute(_BALANCE, (account,)).fetchone() is None:
             return None
@@ -469,10 +448,22 @@ def statement(conn: sqlite3.Connection, account: int, limit: int) -> list[Postin
             " CASE WHEN r.account_id = e.account_id THEN r.counterparty_id"
             " ELSE r.account_id END, r.key, r.created_at"
             " FROM entries e JOIN requests r ON r.id = e.request_id"
-            " WHERE e.account_id = ? ORDER BY e.request_id DESC LIMIT ?",
-            (account, limit),
+            " WHERE e.account_id = ? AND e.request_id < ? ORDER BY e.request_id DESC LIMIT ?",
+            (account, before, limit),
         ).fetchall()
     return [Posting(*row) for row in rows]
+
+
+def journal(conn: sqlite3.Connection, after: int, limit: int) -> list[JournalEntry]:
+    """The first ``limit`` applied postings with an id above ``after``, by id."""
+    rows = conn.execute(
+        "SELECT r.id, r.created_at, r.op, r.account_id, r.counterparty_id, r.amount_cents,"
+        " e.balance_after_cents, r.key FROM requests r"
+        " JOIN entries e ON e.account_id = r.account_id AND e.request_id = r.id"
+        " WHERE r.id > ? AND r.error_code IS NULL ORDER BY r.id LIMIT ?",
+        (after, limit),
+    ).fetchall()
+    return [JournalEntry(*row) for row in rows]
 
 
 def read_stats(conn: sqlite3.Connection) -> Stats:
@@ -482,13 +473,10 @@ def read_stats(conn: sqlite3.Connection) -> Stats:
 
 def verify(conn: sqlite3.Connection) -> VerifyReport:
     """Re-derive every balance from the journal and check the ledger's invariants."""
-    problems: list[str] = []
+    findings = VerifyFindings()
 
-    def check(sql: str, describe: Callable[[Any], str]) -> None:
-        rows = conn.execute(f"{sql} LIMIT {_PROBLEM_EXAMPLES + 1}").fetchall()
-        problems.extend(describe(row) for row in rows[:_PROBLEM_EXAMPLES])
-        if len(rows) > _PROBLEM_EXAMPLES:
-            problems.append("... and more like the one above")
+    def check(sql: str, name: str) -> None:
+        findings.rows(name, conn.execute(f"{sql} LIMIT {PROBLEM_EXAMPLES + 1}").fetchall())
 
     per_posting = (
         "WITH p AS (SELECT request_id, COUNT(*) AS n, SUM(amount_cents) AS total,"
@@ -496,18 +484,16 @@ def verify(conn: sqlite3.Connection) -> VerifyReport:
     )
     with snapshot(conn):
         vault = conn.execute("SELECT kind FROM accounts WHERE id = ?", (VAULT_ID,)).fetchone()
-        if vault is None or vault[0] != "system":
-            problems.append("the vault (account 0) is missing")
         check(
             "SELECT a.id, a.balance_cents, COALESCE(SUM(e.amount_cents), 0) AS derived"
             " FROM accounts a LEFT JOIN entries e ON e.account_id = a.id"
             " WHERE a.kind = 'customer' GROUP BY a.id HAVING a.balance_cents IS NOT derived",
-            lambda r: f"account {r[0]}: balance {r[1]}, but its journal sums to {r[2]}",
+            "balance",
         )
         check(
             "SELECT id, balance_cents FROM accounts"
             " WHERE kind = 'customer' AND NOT balance_cents >= 0",
-            lambda r: f"account {r[0]}: negative balance {r[1]}",
+            "negative",
         )
         check(
             "SELECT account_id, request_id, balance_after_cents, running FROM ("
@@ -515,33 +501,28 @@ def verify(conn: sqlite3.Connection) -> VerifyReport:
             " OVER (PARTITION BY e.account_id ORDER BY e.request_id) AS running"
             " FROM entries e JOIN accounts a ON a.id = e.account_id AND a.kind = 'customer')"
             " WHERE running IS NOT balance_after_cents",
-            lambda r: f"account {r[0]}, posting {r[1]}: balance after {r[2]}, journal says {r[3]}",
+            "running",
         )
         check(
             "SELECT e.account_id, e.request_id FROM entries e"
             " LEFT JOIN accounts a ON a.id = e.account_id WHERE a.id IS NULL",
-            lambda r: f"posting {r[1]}: journal entry for a missing account {r[0]}",
+            "entry_account",
         )
         check(
             per_posting + "SELECT r.id, r.error_code, COALESCE(p.n, 0), p.total, p.moved,"
             " r.amount_cents FROM requests r LEFT JOIN p ON p.request_id = r.id"
             " WHERE (r.error_code IS NULL AND (COALESCE(p.n, 0) != 2 OR p.total != 0"
             " OR p.moved IS NOT r.amount_cents)) OR (r.error_code IS NOT NULL AND p.n > 0)",
-            lambda r: (
-                f"posting {r[0]}: {r[2]} journal entries summing to {r[3]} and moving"
-                f" {r[4]} for an amount of {r[5]}" + (f" (rejected: {r[1]})" if r[1] else "")
-            ),
+            "posting",
         )
         check(
             per_posting + "SELECT p.request_id FROM p LEFT JOIN requests r"
             " ON r.id = p.request_id WHERE r.id IS NULL",
-            lambda r: f"journal entries for a missing posting {r[0]}",
+            "entry_posting",
         )
         (journal_total,) = conn.execute(
             "SELECT COALESCE(SUM(amount_cents), 0) FROM entries"
         ).fetchone()
-        if journal_total != 0:
-            problems.append(f"money is not conserved: the journal sums to {journal_total}")
         customers, customer_cents = conn.execute(
             "SELECT COUNT(*), COALESCE(SUM(balance_cents), 0) FROM accounts WHERE kind = 'customer'"
         ).fetchone()
@@ -551,14 +532,11 @@ def verify(conn: sqlite3.Connection) -> VerifyReport:
             " COUNT(*) FILTER (WHERE error_code IS NOT NULL) FROM requests"
         ).fetchone()
         stats = read_stats(conn)
-        if stats.successful != keyed_ok:
-            problems.append(f"stats: {stats.successful} successful, but {keyed_ok} postings")
-        if stats.failed < rejected:
-            problems.append(f"stats: {stats.failed} failed, but {rejected} stored rejections")
-    return VerifyReport(
-        ok=not problems,
-        problems=tuple(problems),
-        accounts=customers,
-        postings=postings,
-        total_cents=customer_cents,
-    )
+        findings.totals(
+            has_vault=vault is not None and vault[0] == "system",
+            journal_total=journal_total,
+            stats=stats,
+            keyed_ok=keyed_ok,
+            rejected=rejected,
+        )
+    return findings.report(accounts=customers, postings=postings, total_cents=customer_cents)
