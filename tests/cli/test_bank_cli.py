@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from socklab.cli.bank import default_db_path, redact_url, resolve_db_url
+from socklab.cli.bank import redact_url
 from socklab.cli.main import main
-from socklab.cli.serve import build_service
 from socklab.errors import RequestRejected
 from socklab.ledger import LedgerSettings, open_ledger
 from socklab.services.bank import BankService
+from socklab.services.registry import default_ledger_path, resolve_ledger_url
 
 
 @pytest.fixture
@@ -170,12 +170,12 @@ def test_the_default_ledger_lives_in_the_user_data_dir(
 ) -> None:
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.delenv("SOCKLAB_DB", raising=False)
-    assert default_db_path() == tmp_path / "data" / "socklab" / "bank.db"
+    assert default_ledger_path() == tmp_path / "data" / "socklab" / "bank.db"
     assert main(["bank", "init", "--demo"]) == 0
     assert (tmp_path / "data" / "socklab" / "bank.db").exists()
     monkeypatch.delenv("XDG_DATA_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert resolve_db_url(None) == f"sqlite:///{tmp_path}/home/.local/share/socklab/bank.db"
+    assert resolve_ledger_url(None) == f"sqlite:///{tmp_path}/home/.local/share/socklab/bank.db"
     assert (tmp_path / "home" / ".local" / "share" / "socklab").is_dir()
 
 
@@ -192,22 +192,6 @@ def test_urls_are_printed_without_passwords() -> None:
         "postgresql://bank:***@db.example:5432/bank"
     )
     assert redact_url("sqlite:///x.db") == "sqlite:///x.db"
-
-
-def test_serve_builds_the_bank_from_its_options(db: str) -> None:
-    options = {
-        "db": db,
-        "fail_rate": 0.45,
-        "fail_mode": "reject",
-        "fail_seed": 3,
-        "max_amount": 500_00,
-        "max_failed_logins": 2,
-        "lockout": 10.0,
-        "no_group_commit": True,
-    }
-    service = build_service("bank", options)
-    assert isinstance(service, BankService)
-    assert (service.fail_rate, service.fail_mode, service.default_port) == (0.45, "reject", 5052)
 
 
 def test_unlock_lifts_the_lockouts_of_an_account(

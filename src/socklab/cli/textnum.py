@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from socklab.cli.common import EXIT_FAILURE, Failed, logging_options
+from socklab.cli.common import EXIT_FAILURE, Failed, logging_options, refusal, report_error
 from socklab.cli.tls import tls_client_options
 from socklab.client.json_client import JsonClient
 from socklab.client.tls import TlsOptions
@@ -88,7 +88,7 @@ def converse(
                         error = {"code": exc.code, "message": exc.message}
                         click.echo(json.dumps({"ok": False, "error": error}))
                     else:
-                        click.echo(f"ERROR {exc.code}: {exc.message}", err=True)
+                        report_error("%s", refusal(exc))
                     continue
                 if as_json:
                     reply.pop("id", None)
