@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import sqlite3
 from pathlib import Path
 
@@ -222,3 +223,43 @@ def test_unlock_lifts_the_lockouts_of_an_account(
     assert [asyncio.run(attempt(c, "1234")) for c in "abc"] == ["Dibbyo Roy"] * 3
     assert bank(db, "unlock", "1") == 0
     assert "was not locked" in out_of(capsys)
+
+
+def test_accounts_as_json(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    bank(db, "init", "--demo")
+    bank(db, "open", "--name", "Zoë", "--pin", "8642", "--deposit", "0.05")
+    out_of(capsys)
+    assert bank(db, "accounts", "--json") == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == [
+        {"account": 1, "name": "Dibbyo Roy", "balance": "10000.00"},
+        {"account": 2, "name": "Abdullah Ashik", "balance": "10000.00"},
+        {"account": 3, "name": "Abir Hasan", "balance": "10000.00"},
+        {"account": 4, "name": "Zoë", "balance": "0.05"},
+    ]
+    assert captured.err == ""
+
+
+HINT = "The ledger has no accounts yet: `socklab bank{db} init --demo` creates the seed's"
+
+
+@pytest.mark.parametrize("command", [["accounts"], ["accounts", "--json"], ["init"], ["verify"]])
+def test_an_empty_ledger_hints_init_demo(
+    db: str, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    assert bank(db, *command) == 0
+    captured = capsys.readouterr()
+    assert HINT.format(db=f" --db {db}") in captured.err
+    if "--json" in command:
+        assert json.loads(captured.out) == []
+
+
+def test_the_hint_names_no_db_when_the_environment_does(
+    db: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOCKLAB_DB", db)
+    assert main(["bank", "accounts"]) == 0
+    assert HINT.format(db="") in capsys.readouterr().err
+    assert main(["bank", "init", "--demo"]) == 0
+    assert main(["bank", "accounts"]) == 0
+    assert "no accounts yet" not in capsys.readouterr().err

@@ -289,6 +289,8 @@ def verify(ctx: click.Context) -> int:
     """Re-derive every balance from the journal and check the books; 0 only if all holds."""
     url = _url(ctx)
     report = with_ledger(url, lambda ledger: ledger.verify())
+    if not report.accounts:
+        hint_empty_ledger(ctx)
     click.echo(f"Checked the ledger at {redact_url(url)}:")
     click.echo(
         f"  {report.accounts} customer accounts, {report.postings} postings, "

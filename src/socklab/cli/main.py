@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except click.UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-        report_error("%s%s", exc.format_message(), hint)
+        report_error("%s%s", exc.format_message().rstrip("."), hint)
         return exc.exit_code
     except click.ClickException as exc:
         report_error("%s", exc.format_message())

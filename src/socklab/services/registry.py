@@ -152,6 +152,11 @@ class BankOptions(ServiceOptions):
         return None
 
 
+def _import(path: str) -> Any:
+    module, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
 # -- the table ----------------------------------------------------------------------------
 
 
@@ -162,8 +167,9 @@ class ServiceEntry:
     name: str
     target: str
     """``"module:Class"``: the ``Service`` subclass, called with ``service_kwargs()``."""
-    options: type[ServiceOptions] = NoOptions
-    """The options class; ``options()`` must give working defaults."""
+    options: type[ServiceOptions] | str = NoOptions
+    """The options class, or its import path (``"module:Class"``); ``options()`` must give
+    working defaults."""
     port: int | None = None
     """The default port; ``None``: the service's in ``protocol.DEFAULT_PORTS`` (else 0, a
     free one picked at start)."""
@@ -174,21 +180,26 @@ class ServiceEntry:
 
     def load(self) -> type[Service]:
         """The service class. Raises ``ImportError`` or ``AttributeError`` for a bad path."""
-        module, _, attribute = self.target.partition(":")
-        cls: type[Service] = getattr(importlib.import_module(module), attribute)
+        cls: type[Service] = _import(self.target)
         return cls
 
+    def options_type(self) -> type[ServiceOptions]:
+        """The options class. Raises ``ImportError`` or ``AttributeError`` for a bad path."""
+        if isinstance(self.options, str):
+            cls: type[ServiceOptions] = _import(self.options)
+            return cls
+        return self.options
+
     def build(self, options: ServiceOptions | None = None) -> Service:
-        """The service, configured by ``options`` (default: ``self.options()``).
+        """The service, configured by ``options`` (default: the options class's defaults).
 
         Raises ``TypeError`` for options of another service, and what the service's
         constructor raises (``ValueError`` for a bad setting).
         """
-        chosen = self.options() if options is None else options
-        if not isinstance(chosen, self.options):
-            raise TypeError(
-                f"{self.name} takes {self.options.__name__}, not {type(chosen).__name__}"
-            )
+        expected = self.options_type()
+        chosen = expected() if options is None else options
+        if not isinstance(chosen, expected):
+            raise TypeError(f"{self.name} takes {expected.__name__}, not {type(chosen).__name__}")
         return self.load()(**chosen.service_kwargs())
 
 
