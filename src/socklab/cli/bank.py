@@ -207,17 +207,17 @@ def open_account(ctx: click.Context, name: str, pin: str | None, deposit: str) -
 def accounts(ctx: click.Context, as_json: bool) -> int:
     """List the accounts and their balances."""
     found = with_ledger(_url(ctx), lambda ledger: ledger.accounts())
-    if not found:
-        hint_empty_ledger(ctx)
     if as_json:
         # Each account as the protocol spells one (the login reply's fields).
         infos = [LoggedIn(a.id, a.name, a.balance_cents).to_json() for a in found]
         click.echo(json.dumps(infos, ensure_ascii=False))
-        return EXIT_OK
-    rows = [(str(a.id), a.name, format_cents(a.balance_cents)) for a in found]
-    print_table(("account", "name", "balance"), rows, right=(0, 2))
-    total = sum(a.balance_cents for a in found)
-    click.echo(f"{len(found)} accounts, {format_cents(total)} in all.")
+    else:
+        rows = [(str(a.id), a.name, format_cents(a.balance_cents)) for a in found]
+        print_table(("account", "name", "balance"), rows, right=(0, 2))
+        total = sum(a.balance_cents for a in found)
+        click.echo(f"{len(found)} accounts, {format_cents(total)} in all.")
+    if not found:
+        hint_empty_ledger(ctx)
     return EXIT_OK
 
 
@@ -289,8 +289,6 @@ def verify(ctx: click.Context) -> int:
     """Re-derive every balance from the journal and check the books; 0 only if all holds."""
     url = _url(ctx)
     report = with_ledger(url, lambda ledger: ledger.verify())
-    if not report.accounts:
-        hint_empty_ledger(ctx)
     click.echo(f"Checked the ledger at {redact_url(url)}:")
     click.echo(
         f"  {report.accounts} customer accounts, {report.postings} postings, "
@@ -307,6 +305,8 @@ def verify(ctx: click.Context) -> int:
         click.echo(f"  - {check}")
     if report.ok:
         click.echo("OK: the books balance.")
+        if not report.accounts:
+            hint_empty_ledger(ctx)
         return EXIT_OK
     click.echo(f"FAILED: {len(report.problems)} problem(s):")
     for problem in report.problems:
