@@ -73,6 +73,18 @@ def test_port_refusals(args: list[str], error: str, capsys: pytest.CaptureFixtur
     assert error in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [("", "must not be empty"), ("x" * 500, "must be at most"), ("a\tb", "must be printable")],
+    ids=["empty", "long", "control"],
+)
+def test_a_bad_exchange_name_is_a_usage_error(
+    name: str, error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", "exchange", "--port", "0", "--name", name]) == EXIT_USAGE
+    assert f"the exchange server's name {error}" in capsys.readouterr().err
+
+
 def test_the_port_base_comes_from_the_environment_too(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from socklab.errors import RequestRejected
 from socklab.ledger import LedgerSettings, split_ledger_url
 from socklab.protocol import DEFAULT_PORTS
 from socklab.services.base import Service
@@ -55,6 +56,16 @@ class ExchangeOptions(ServiceOptions):
     seed: int | None = None
     """Seed of the server's random numbers (reproducible runs)."""
     on_out_of_range: Literal["terminate", "reject"] = "terminate"
+
+    def __post_init__(self) -> None:
+        """Raises ``ValueError`` for a name the exchange would refuse from a client."""
+        from socklab.services.exchange import validate_name  # the exchange's rule, once
+
+        try:
+            validate_name(self.name)
+        except RequestRejected as exc:
+            message = exc.message.removeprefix("client_name ")
+            raise ValueError(f"the exchange server's name {message}") from None
 
     def service_kwargs(self) -> dict[str, Any]:
         return {
