@@ -136,7 +136,7 @@ def test_a_negative_amount_is_refused_clearly_and_changes_nothing(
     assert main(["atm", "--account", "1", op, "-5", "--port", str(bank.port)]) == EXIT_USAGE
     line = only_error(capsys.readouterr().err)
     assert line == (
-        "[ERROR] [main]: '-5': an amount cannot be negative: give it without a sign, like 12.50"
+        "[ERROR] [main]: '-5': an amount must not be negative: give it without a sign, like 12.50"
     )
     assert balance_of(bank, 1) == 10_000_00
 
@@ -147,7 +147,7 @@ def test_a_negative_transfer_amount_is_refused(
     monkeypatch.setenv("SOCKLAB_PIN", "1234")
     args = ["atm", "--port", str(bank.port), "--account", "1", "transfer", "2", "-1.50"]
     assert main(args) == EXIT_USAGE
-    assert "'-1.50': an amount cannot be negative" in only_error(capsys.readouterr().err)
+    assert "'-1.50': an amount must not be negative" in only_error(capsys.readouterr().err)
     assert (balance_of(bank, 1), balance_of(bank, 2)) == (10_000_00, 10_000_00)
 
 
