@@ -31,7 +31,9 @@ def parse_amount(text: str) -> int:
     match = _AMOUNT_RE.fullmatch(text)
     if match is None:
         if text[:1] == "-" and _AMOUNT_RE.fullmatch(text[1:]):
-            raise InvalidAmount("an amount must not be negative: give it without a sign, like 12.50")
+            raise InvalidAmount(
+                "an amount must not be negative: give it without a sign, like 12.50"
+            )
         raise InvalidAmount(
             "an amount must look like 12 or 12.50 (digits without leading zeros or spaces,"
             " at most 2 decimals)"
