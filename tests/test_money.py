@@ -75,3 +75,15 @@ def test_format_then_parse_is_the_identity(cents: int) -> None:
 def test_parse_agrees_with_decimal_arithmetic(amount: object) -> None:
     text = f"{amount:.2f}"
     assert format_cents(parse_amount(text)) == text
+
+
+@pytest.mark.parametrize("text", ["-5", "-12.50", "-0.01"])
+def test_a_negative_amount_is_named_as_such(text: str) -> None:
+    with pytest.raises(InvalidAmount, match=r"^an amount must not be negative: give it without"):
+        parse_amount(text)
+
+
+@pytest.mark.parametrize("text", ["-", "--5", "-1.234", "-x"])
+def test_other_signed_junk_gets_the_general_message(text: str) -> None:
+    with pytest.raises(InvalidAmount, match=r"must look like 12 or 12\.50"):
+        parse_amount(text)

@@ -21,7 +21,8 @@ def parse_amount(text: str) -> int:
     """``"12.50"`` -> ``1250``, ``"0.07"`` -> ``7``, ``"5"`` -> ``500``. ``"0"`` parses
     to 0 (whether 0 is allowed is the ledger's rule).
 
-    Raises ``InvalidAmount`` for anything else: empty, whitespace anywhere, leading zeros
+    Raises ``InvalidAmount`` for anything else (a negative amount with a message of its
+    own): empty, whitespace anywhere, leading zeros
     (``"05.00"``), signs, a dot without decimals, more than two decimals, exponents,
     separators, non-ASCII digits, values above ``MAX_PARSED_CENTS``.
     """
@@ -29,6 +30,10 @@ def parse_amount(text: str) -> int:
         raise InvalidAmount("an amount must be text like 12.50")
     match = _AMOUNT_RE.fullmatch(text)
     if match is None:
+        if text[:1] == "-" and _AMOUNT_RE.fullmatch(text[1:]):
+            raise InvalidAmount(
+                "an amount must not be negative: give it without a sign, like 12.50"
+            )
         raise InvalidAmount(
             "an amount must look like 12 or 12.50 (digits without leading zeros or spaces,"
             " at most 2 decimals)"

@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from postgres_db import fresh_schema, require_postgres
-from socklab.cli.bank import default_db_path, redact_url, resolve_db_url
+from socklab.cli.bank import redact_url
 from socklab.cli.main import main
-from socklab.cli.serve import build_service
 from socklab.errors import RequestRejected
 from socklab.ledger import LedgerSettings, open_ledger
-from socklab.money import format_cents, parse_amount
 from socklab.services.bank import BankService
+from socklab.services.registry import default_ledger_path, resolve_ledger_url
 
 
 @pytest.fixture
@@ -174,12 +170,12 @@ def test_the_default_ledger_lives_in_the_user_data_dir(
 ) -> None:
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.delenv("SOCKLAB_DB", raising=False)
-    assert default_db_path() == tmp_path / "data" / "socklab" / "bank.db"
+    assert default_ledger_path() == tmp_path / "data" / "socklab" / "bank.db"
     assert main(["bank", "init", "--demo"]) == 0
     assert (tmp_path / "data" / "socklab" / "bank.db").exists()
     monkeypatch.delenv("XDG_DATA_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert resolve_db_url(None) == f"sqlite:///{tmp_path}/home/.local/share/socklab/bank.db"
+    assert resolve_ledger_url(None) == f"sqlite:///{tmp_path}/home/.local/share/socklab/bank.db"
     assert (tmp_path / "home" / ".local" / "share" / "socklab").is_dir()
 
 
@@ -196,22 +192,6 @@ def test_urls_are_printed_without_passwords() -> None:
         "postgresql://bank:***@db.example:5432/bank"
     )
     assert redact_url("sqlite:///x.db") == "sqlite:///x.db"
-
-
-def test_serve_builds_the_bank_from_its_options(db: str) -> None:
-    options = {
-        "db": db,
-        "fail_rate": 0.45,
-        "fail_mode": "reject",
-        "fail_seed": 3,
-        "max_amount": 500_00,
-        "max_failed_logins": 2,
-        "lockout": 10.0,
-        "no_group_commit": True,
-    }
-    service = build_service("bank", options)
-    assert isinstance(service, BankService)
-    assert (service.fail_rate, service.fail_mode, service.default_port) == (0.45, "reject", 5052)
 
 
 def test_unlock_lifts_the_lockouts_of_an_account(
@@ -242,103 +222,3 @@ def test_unlock_lifts_the_lockouts_of_an_account(
     assert [asyncio.run(attempt(c, "1234")) for c in "abc"] == ["Dibbyo Roy"] * 3
     assert bank(db, "unlock", "1") == 0
     assert "was not locked" in out_of(capsys)
-
-
-def busy_history(db: str) -> dict[int, int]:
-    """The demo accounts, a fourth one, and moves of every kind (a rejection and a replay
-    among them). Returns the balances, in cents, as the ledger has them."""
-    import asyncio
-
-    from socklab.errors import InsufficientFunds
-
-    async def history() -> dict[int, int]:
-        ledger = await open_ledger(db)
-        try:
-            await ledger.ensure_demo_accounts()
-            await ledger.open_account('Ada, "the" Countess', "8642", 7_77)
-            for n in range(1, 6):
-                await ledger.deposit(n % 4 + 1, n * 1_01, key=f"dep,{n}")
-                await ledger.transfer(n % 4 + 1, (n + 1) % 4 + 1, n * 33, key=f"tr-{n}")
-            await ledger.withdraw(4, 5_00, key='w"1')
-            await ledger.withdraw(4, 5_00, key='w"1')  # a replay: posted once
-            with pytest.raises(InsufficientFunds):
-                await ledger.withdraw(4, 50_000_00, key="short")
-            return {a.id: a.balance_cents for a in await ledger.accounts()}
-        finally:
-            await ledger.close()
-
-    return asyncio.run(history())
-
-
-def replay_journal(rows: list[dict[str, str | None]]) -> dict[int, int]:
-    """Every balance from an export, checking each posting's balance after."""
-    balances: dict[int, int] = {}
-    for row in rows:
-        account, amount = int(str(row["account"])), parse_amount(str(row["amount"]))
-        sign = 1 if row["op"] == "deposit" else -1
-        balances[account] = balances.get(account, 0) + sign * amount
-        assert format_cents(balances[account]) == row["balance_after"], row
-        if row["counterparty"]:
-            other = int(str(row["counterparty"]))
-            balances[other] = balances.get(other, 0) + amount
-    return balances
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def any_db(request: pytest.FixtureRequest, db: str) -> Iterator[str]:
-    """A fresh ledger on each backend."""
-    if request.param == "sqlite":
-        yield db
-        return
-    with fresh_schema(require_postgres()) as url:
-        yield url
-
-
-@pytest.mark.parametrize("page", [1000, 3])
-def test_export_writes_the_whole_journal_which_gives_every_balance(
-    any_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch, page: int,
-) -> None:  # fmt: skip
-    db = any_db
-    monkeypatch.setattr("socklab.cli.bank.EXPORT_PAGE", page)
-    expected = busy_history(db)
-    capsys.readouterr()
-
-    assert bank(db, "export") == 0
-    out, err = capsys.readouterr()
-    rows = list(csv.DictReader(io.StringIO(out)))
-    assert list(rows[0]) == [
-        "posting", "time", "op", "account", "counterparty", "amount", "balance_after", "key",
-    ]  # fmt: skip
-    assert len(rows) == 4 + 10 + 1  # openings, deposits and transfers, one withdrawal
-    assert err == "Exported 15 postings.\n"
-    postings = [int(row["posting"]) for row in rows]
-    assert postings == sorted(set(postings))
-    assert [row["key"] for row in rows[:4]] == ["", "", "", ""]
-    assert rows[-1]["op"] == "withdraw" and rows[-1]["key"] == 'w"1'
-    assert replay_journal(rows) == expected  # type: ignore[arg-type]
-
-    output = tmp_path / "journal.jsonl"
-    assert bank(db, "export", "--format", "jsonl", "--output", str(output)) == 0
-    out, err = capsys.readouterr()
-    assert out == "" and err == f"Exported 15 postings to {output}.\n"
-    lines = output.read_text(encoding="utf-8").splitlines()
-    objects = [json.loads(line) for line in lines]
-    assert [o["posting"] for o in objects] == postings
-    assert objects[0]["key"] is None and objects[0]["counterparty"] is None
-    assert {o["key"] for o in objects} >= {"dep,1", "tr-5", 'w"1'}
-    assert replay_journal(objects) == expected
-    assert list(tmp_path.glob(".*partial")) == []
-
-
-def test_export_of_an_empty_ledger_and_to_a_bad_place(
-    db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    bank(db, "init")
-    capsys.readouterr()
-    assert bank(db, "export", "--format", "jsonl") == 0
-    assert capsys.readouterr() == ("", "Exported 0 postings.\n")
-    missing = tmp_path / "no" / "such" / "dir" / "out.csv"
-    assert bank(db, "export", "-o", str(missing)) == 1
-    assert "cannot write" in capsys.readouterr().err
-    assert bank(db, "export", "--format", "xml") == 2

@@ -124,7 +124,7 @@ def test_a_refused_request_sets_the_exit_status() -> None:
         server.stop()
     assert done.returncode == 1
     assert done.stdout == "[Prime] True [Palindrome] True\n"
-    assert "ERROR invalid_request: '1.5' is not an integer" in done.stderr
+    assert "[ERROR] [main]: '1.5' is not an integer (invalid_request)" in done.stderr
 
 
 def expected_text(word: str) -> str:

@@ -11,7 +11,6 @@ import contextlib
 import csv
 import datetime as dt
 import json
-import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -20,7 +19,16 @@ from urllib.parse import urlsplit, urlunsplit
 
 import click
 
-from socklab.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Failed, logging_options
+from socklab.cli.common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    Failed,
+    db_option,
+    is_terminal,
+    ledger_url,
+    logging_options,
+)
 from socklab.errors import RequestRejected, StorageError
 from socklab.ledger import Ledger, open_ledger
 from socklab.ledger.base import (
@@ -31,45 +39,15 @@ from socklab.ledger.base import (
     JournalEntry,
 )
 from socklab.money import format_cents, parse_amount
+from socklab.protocol.bank import LoggedIn
 from socklab.server.runtime import run
 
 T = TypeVar("T")
-F = TypeVar("F", bound=Callable[..., Any])
 
-DB_ENV = "SOCKLAB_DB"
-
-
-# -- the ledger URL, shared with `socklab serve` -------------------------------------------
+__all__ = ["bank", "is_terminal"]
 
 
-def default_db_path() -> Path:
-    """``$XDG_DATA_HOME/socklab/bank.db``, else ``~/.local/share/socklab/bank.db``."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "socklab" / "bank.db"
-
-
-def resolve_db_url(db_url: str | None) -> str:
-    """``db_url``, or the default SQLite file's URL (creating its directory)."""
-    if db_url:
-        return db_url
-    path = default_db_path().absolute()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise Failed(f"cannot create {path.parent}: {exc.strerror or exc}") from None
-    return f"sqlite:///{path}"
-
-
-def db_option(func: F) -> F:
-    """``--db URL`` (env ``SOCKLAB_DB``) as ``db``; ``None`` when not given (see
-    ``resolve_db_url``)."""
-    return click.option(
-        "--db",
-        envvar=DB_ENV,
-        metavar="URL",
-        help="The ledger: sqlite:///path.db or postgresql://user@host/db "
-        f"[default: {default_db_path()}; env {DB_ENV}]",
-    )(func)
+# -- the ledger ------------------------------------------------------------------------------
 
 
 def redact_url(url: str) -> str:
@@ -103,24 +81,7 @@ def with_ledger(url: str, work: Callable[[Ledger], Awaitable[T]]) -> T:
     return result
 
 
-def to_cents(ctx: click.Context, param: click.Parameter, value: Any) -> int:
-    """Option callback: an amount like ``12.50`` to cents (``click.BadParameter`` if not)."""
-    if isinstance(value, int):
-        return value
-    try:
-        return parse_amount(str(value))
-    except RequestRejected as exc:
-        raise click.BadParameter(exc.message, ctx=ctx, param=param) from None
-
-
 # -- output ---------------------------------------------------------------------------------
-
-
-def is_terminal() -> bool:
-    try:
-        return sys.stdout.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 def print_table(
@@ -184,7 +145,21 @@ def bank(ctx: click.Context, db: str | None) -> None:
 
 def _url(ctx: click.Context) -> str:
     """The ledger URL given to the group (resolved only now: ``--help`` creates nothing)."""
-    return resolve_db_url(ctx.obj if isinstance(ctx.obj, str) else None)
+    return ledger_url(ctx.obj if isinstance(ctx.obj, str) else None)
+
+
+def hint_empty_ledger(ctx: click.Context) -> None:
+    """On stderr (stdout stays a table, CSV or JSON): how to fill an empty ledger."""
+    group = ctx.find_root().command_path + " bank"
+    db = ctx.parent.params.get("db") if ctx.parent is not None else None
+    source = ctx.parent.get_parameter_source("db") if ctx.parent is not None else None
+    if db and source is click.core.ParameterSource.COMMANDLINE:
+        group += f" --db {redact_url(db)}"
+    click.echo(
+        f"The ledger has no accounts yet: `{group} init --demo` creates the seed's accounts "
+        f"1 to {len(DEMO_NAMES)}, `{group} open --name NAME` opens one.",
+        err=True,
+    )
 
 
 @bank.command()
@@ -200,6 +175,8 @@ def init(ctx: click.Context, demo: bool) -> int:
 
     created, count = with_ledger(url, work)
     click.echo(f"Ledger ready at {redact_url(url)} ({count} accounts).")
+    if not count:
+        hint_empty_ledger(ctx)
     if created:
         click.echo(
             f"Created the demo accounts 1 to {len(DEMO_NAMES)} "
@@ -233,14 +210,22 @@ def open_account(ctx: click.Context, name: str, pin: str | None, deposit: str) -
 
 
 @bank.command()
+@click.option("--json", "as_json", is_flag=True, help="A JSON array on stdout (for scripts).")
 @click.pass_context
-def accounts(ctx: click.Context) -> int:
+def accounts(ctx: click.Context, as_json: bool) -> int:
     """List the accounts and their balances."""
     found = with_ledger(_url(ctx), lambda ledger: ledger.accounts())
-    rows = [(str(a.id), a.name, format_cents(a.balance_cents)) for a in found]
-    print_table(("account", "name", "balance"), rows, right=(0, 2))
-    total = sum(a.balance_cents for a in found)
-    click.echo(f"{len(found)} accounts, {format_cents(total)} in all.")
+    if as_json:
+        # Each account as the protocol spells one (the login reply's fields).
+        infos = [LoggedIn(a.id, a.name, a.balance_cents).to_json() for a in found]
+        click.echo(json.dumps(infos, ensure_ascii=False))
+    else:
+        rows = [(str(a.id), a.name, format_cents(a.balance_cents)) for a in found]
+        print_table(("account", "name", "balance"), rows, right=(0, 2))
+        total = sum(a.balance_cents for a in found)
+        click.echo(f"{len(found)} accounts, {format_cents(total)} in all.")
+    if not found:
+        hint_empty_ledger(ctx)
     return EXIT_OK
 
 
@@ -393,6 +378,8 @@ def verify(ctx: click.Context) -> int:
         click.echo(f"  - {check}")
     if report.ok:
         click.echo("OK: the books balance.")
+        if not report.accounts:
+            hint_empty_ledger(ctx)
         return EXIT_OK
     click.echo(f"FAILED: {len(report.problems)} problem(s):")
     for problem in report.problems:

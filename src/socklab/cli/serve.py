@@ -7,13 +7,13 @@ import dataclasses
 import logging
 import signal
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import click
 
-from socklab.cli.bank import db_option, resolve_db_url, to_cents
-from socklab.cli.common import EXIT_USAGE, Failed, logging_options
+from socklab.cli.common import EXIT_USAGE, Failed, db_option, ledger_url, logging_options, to_cents
 from socklab.cli.tls import tls_server_options
 from socklab.errors import StorageError
 from socklab.ledger import LedgerSettings
@@ -21,11 +21,20 @@ from socklab.logs import fn
 from socklab.money import format_cents
 from socklab.server.runtime import Limits, Listener, run, serve_until
 from socklab.server.workers import Supervisor, reserve_port
-from socklab.services import DEFAULT_PORTS, SERVICE_NAMES
-from socklab.services.base import Service
+from socklab.services.registry import (
+    DEFAULT_LOGIN_BURST,
+    DEFAULT_LOGIN_RATE_PER_S,
+    SERVICES,
+    BankOptions,
+    ExchangeOptions,
+    NumbersOptions,
+    Registry,
+    ServiceOptions,
+)
 
 log = logging.getLogger("socklab.cli")
 DEFAULT_LIMITS = Limits()
+DEFAULT_LEDGER = LedgerSettings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,62 +43,28 @@ class ServeSettings:
 
     services: tuple[str, ...]
     host: str
-    ports: dict[str, int]
+    ports: Mapping[str, int]
     limits: Limits
-    options: dict[str, Any]
+    options: Mapping[str, ServiceOptions]
+    """Each chosen service's typed options (a service missing here gets its defaults)."""
     reuse_port: bool = False
     tls: ssl.SSLContext | None = None
+    registry: Registry = SERVICES
 
 
-def build_service(name: str, options: dict[str, Any]) -> Service:
-    """The service called ``name``, configured from the command's options."""
-    if name == "exchange":
-        from socklab.services.exchange import ExchangeService
-
-        return ExchangeService(
-            options["name"], seed=options["seed"], on_out_of_range=options["on_out_of_range"]
-        )
-    if name == "text":
-        from socklab.services.text import TextService
-
-        return TextService()
-    if name == "numbers":
-        from socklab.services.numbers import NumbersService
-
-        return NumbersService(max_digits=options["max_digits"])
-    if name == "bank":
-        from socklab.services.bank import BankService
-
-        try:
-            ledger_settings = LedgerSettings(
-                max_amount_cents=options["max_amount"],
-                max_failed_logins=options["max_failed_logins"],
-                lockout_s=options["lockout"],
-                group_commit=not options["no_group_commit"],
-            )
-        except ValueError as exc:
-            raise click.BadParameter(str(exc)) from None
-        return BankService(
-            options["db"],  # resolved once, in serve()
-            settings=ledger_settings,
-            fail_rate=options["fail_rate"],
-            fail_mode=options["fail_mode"],
-            rng=options["fail_seed"],
-        )
-    raise click.BadParameter(f"unknown service {name!r}")
-
-
-def _listeners(settings: ServeSettings) -> list[Listener]:
+def listeners(settings: ServeSettings) -> list[Listener]:
+    """One listener per chosen service, built by the registry. Raises what ``build`` raises."""
+    services = settings.registry.build_all(settings.services, settings.options)
     return [
         Listener(
-            build_service(name, settings.options),
+            service,
             settings.host,
-            settings.ports[name],
+            settings.ports[service_name],
             settings.limits,
             reuse_port=settings.reuse_port,
             tls=settings.tls,
         )
-        for name in settings.services
+        for service_name, service in zip(settings.services, services, strict=True)
     ]
 
 
@@ -106,14 +81,14 @@ async def serve_forever(settings: ServeSettings) -> None:
     for signum in signals:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        await serve_until(_listeners(settings), stop)
+        await serve_until(listeners(settings), stop)
     finally:
         for signum in signals:
             loop.remove_signal_handler(signum)
 
 
 @click.command()
-@click.argument("services", nargs=-1, type=click.Choice(SERVICE_NAMES))
+@click.argument("services", nargs=-1, type=click.Choice(SERVICES.names))
 @click.option(
     "--host",
     default="127.0.0.1",
@@ -126,6 +101,14 @@ async def serve_forever(settings: ServeSettings) -> None:
     type=click.IntRange(0, 65535),
     envvar="SOCKLAB_PORT",
     help="Port, with exactly one service (0 picks a free one). Default: the service's.",
+)
+@click.option(
+    "--port-base",
+    type=click.IntRange(1, 65535),
+    envvar="SOCKLAB_PORT_BASE",
+    metavar="N",
+    help="Shift every port, for a shared machine: exchange N, text N+1, numbers N+2, "
+    "bank N+3 (whichever services run).",
 )
 @click.option(
     "--name", default="Socklab Server", show_default=True, help="exchange: the server's name."
@@ -166,23 +149,45 @@ async def serve_forever(settings: ServeSettings) -> None:
     "--max-amount",
     callback=to_cents,
     metavar="AMOUNT",
-    default=format_cents(LedgerSettings().max_amount_cents),
+    default=format_cents(DEFAULT_LEDGER.max_amount_cents),
     show_default=True,
     help="bank: the largest amount of one deposit, withdrawal or transfer.",
 )
 @click.option(
     "--max-failed-logins",
     type=click.IntRange(1),
-    default=LedgerSettings().max_failed_logins,
+    default=DEFAULT_LEDGER.max_failed_logins,
     show_default=True,
     help="bank: wrong PINs from one address that lock an account for that address.",
 )
 @click.option(
+    "--max-account-failed-logins",
+    type=click.IntRange(1),
+    default=DEFAULT_LEDGER.max_account_failed_logins,
+    show_default=True,
+    help="bank: wrong PINs from all addresses together that lock an account for everyone "
+    "(the backstop against guessing from many addresses).",
+)
+@click.option(
     "--lockout",
     type=click.FloatRange(0),
-    default=LedgerSettings().lockout_s,
+    default=DEFAULT_LEDGER.lockout_s,
     show_default=True,
     help="bank: seconds an account stays locked (for one address, or for all).",
+)
+@click.option(
+    "--login-rate",
+    type=click.FloatRange(0, min_open=True),
+    default=DEFAULT_LOGIN_RATE_PER_S,
+    show_default=True,
+    help="bank: logins per second from one client address, once its burst is spent.",
+)
+@click.option(
+    "--login-burst",
+    type=click.IntRange(1),
+    default=DEFAULT_LOGIN_BURST,
+    show_default=True,
+    help="bank: logins one client address may make at once.",
 )
 @click.option(
     "--no-group-commit",
@@ -252,6 +257,7 @@ def serve(
     services: tuple[str, ...],
     host: str,
     port: int | None,
+    port_base: int | None,
     max_message_bytes: int,
     idle_timeout: float,
     partial_timeout: float,
@@ -271,9 +277,11 @@ def serve(
     numbers   5051  prime and palindrome checks
     bank      5052  the ATM's bank, on a durable ledger
     """
-    chosen = tuple(dict.fromkeys(services)) or SERVICE_NAMES
-    if port is not None and len(chosen) != 1:
-        raise Failed("--port needs exactly one service; each service has its own port", EXIT_USAGE)
+    chosen = tuple(dict.fromkeys(services)) or SERVICES.names
+    try:
+        ports = SERVICES.ports(chosen, port=port, port_base=port_base)
+    except ValueError as exc:
+        raise Failed(str(exc), EXIT_USAGE) from None
     try:
         limits = Limits(
             max_message_bytes=max_message_bytes,
@@ -286,14 +294,12 @@ def serve(
         )
     except ValueError as exc:
         raise Failed(f"--max-buffered-bytes: {exc}", EXIT_USAGE) from None
-    if "bank" in chosen:
-        options["db"] = resolve_db_url(options["db"])
     settings = ServeSettings(
         services=chosen,
         host=host,
-        ports={name: DEFAULT_PORTS[name] if port is None else port for name in chosen},
+        ports=ports,
         limits=limits,
-        options=options,
+        options=service_options(chosen, options),
         tls=tls,
     )
     try:
@@ -307,11 +313,44 @@ def serve(
     return 0
 
 
+def service_options(chosen: tuple[str, ...], given: dict[str, Any]) -> dict[str, ServiceOptions]:
+    """The typed options of the chosen services, from the command's values. Raises
+    ``Failed`` (usage) for values the options refuse."""
+    options: dict[str, ServiceOptions] = {}
+    try:
+        if "exchange" in chosen:
+            out_of_range: Literal["terminate", "reject"] = given["on_out_of_range"]
+            options["exchange"] = ExchangeOptions(given["name"], given["seed"], out_of_range)
+        if "numbers" in chosen:
+            options["numbers"] = NumbersOptions(given["max_digits"])
+        if "bank" in chosen:
+            options["bank"] = BankOptions(
+                db=ledger_url(given["db"]),
+                ledger=LedgerSettings(
+                    max_amount_cents=given["max_amount"],
+                    max_failed_logins=given["max_failed_logins"],
+                    max_account_failed_logins=given["max_account_failed_logins"],
+                    lockout_s=given["lockout"],
+                    group_commit=not given["no_group_commit"],
+                ),
+                fail_rate=given["fail_rate"],
+                fail_mode=given["fail_mode"],
+                fail_seed=given["fail_seed"],
+                login_rate_per_s=given["login_rate"],
+                login_burst=given["login_burst"],
+            )
+    except ValueError as exc:
+        raise Failed(str(exc), EXIT_USAGE) from None
+    return options
+
+
 def serve_with_workers(settings: ServeSettings, workers: int) -> int:
     """Fork ``workers`` processes that share each port, and supervise them."""
-    refusal = workers_refusal(settings)
-    if refusal:
-        raise Failed(refusal, EXIT_USAGE)
+    for name in settings.services:
+        options = settings.options.get(name)
+        reason = options.one_process_reason() if options is not None else None
+        if reason:
+            raise Failed(reason, EXIT_USAGE)
     reserved = [reserve_port(settings.host, settings.ports[name]) for name in settings.services]
     try:
         ports = {
@@ -328,13 +367,3 @@ def serve_with_workers(settings: ServeSettings, workers: int) -> int:
     finally:
         for sock in reserved:
             sock.close()
-
-
-def workers_refusal(settings: ServeSettings) -> str | None:
-    """Why these settings cannot run in several processes, or ``None``."""
-    if "bank" in settings.services and settings.options["db"].startswith("sqlite"):
-        return (
-            "the bank on SQLite runs in one process (its group-commit writer owns the file); "
-            "use --workers 1, or --db postgresql://... for several workers"
-        )
-    return None

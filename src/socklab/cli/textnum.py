@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from socklab.cli.common import EXIT_FAILURE, Failed, logging_options
+from socklab.cli.common import EXIT_FAILURE, Failed, logging_options, refusal, report_error
 from socklab.cli.tls import tls_client_options
 from socklab.client.json_client import JsonClient
 from socklab.client.tls import TlsOptions
@@ -88,7 +88,7 @@ def converse(
                     if as_json:
                         click.echo(json.dumps(envelope.error_reply(None, exc.code, exc.message)))
                     else:
-                        click.echo(f"ERROR {exc.code}: {exc.message}", err=True)
+                        report_error("%s", refusal(exc))
                     continue
                 if as_json:
                     click.echo(json.dumps(envelope.ok_reply(None, reply), ensure_ascii=False))

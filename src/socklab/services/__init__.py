@@ -2,6 +2,4 @@
 
 from socklab.protocol import DEFAULT_PORTS
 
-__all__ = ["DEFAULT_PORTS", "SERVICE_NAMES"]
-
-SERVICE_NAMES = tuple(DEFAULT_PORTS)
+__all__ = ["DEFAULT_PORTS"]
