@@ -143,6 +143,7 @@ def problem_a_cases(service: str, dialect: str) -> list[Case]:
                             frame[LAB_HEADER_BYTES:],
                         ),
                         _reply(service, sample),
+                        pause_s=0.1,  # long enough for a server's recv() to see each piece
                     ),
                 ),
             ),

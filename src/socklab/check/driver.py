@@ -27,10 +27,6 @@ from socklab.wire.framing import escape_bytes
 
 log = logging.getLogger(__name__)
 
-SEGMENT_PAUSE_S = 0.02
-"""Between the segments of one step, so that they leave as separate TCP segments."""
-
-
 PROBE_LOOK_S = 1.0
 """How long a robustness case waits to show what the server answered to the bad input."""
 
@@ -84,11 +80,12 @@ class Conn:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return cls(target, reader, writer, transcript)
 
-    async def send(self, segments: tuple[bytes, ...]) -> None:
-        """Send each segment on its own; raises ``CaseFailed`` if the server has gone."""
+    async def send(self, segments: tuple[bytes, ...], pause_s: float = 0.02) -> None:
+        """Send each segment on its own, ``pause_s`` apart (so that they leave as separate
+        TCP segments); raises ``CaseFailed`` if the server has gone."""
         for index, segment in enumerate(segments):
             if index:
-                await asyncio.sleep(SEGMENT_PAUSE_S)
+                await asyncio.sleep(pause_s)
             self.transcript.sent(segment)
             try:
                 self.writer.write(segment)
@@ -212,7 +209,7 @@ def short_text(text: str, limit: int = 120) -> str:
 
 
 async def play_step(target: Target, conn: Conn, step: Step) -> Outcome:
-    await conn.send(step.segments)
+    await conn.send(step.segments, step.pause_s)
     if step.expect is None:
         return Outcome(Verdict.PASS, "")
     raw = await conn.read_reply(_completion(target, step.expect))

@@ -48,11 +48,12 @@ class Expect:
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """Send ``segments`` (each its own TCP segment, with a pause between), then read a
+    """Send ``segments`` (each its own TCP segment, ``pause_s`` apart), then read a
     reply judged by ``expect`` (``None``: read nothing)."""
 
     segments: tuple[bytes, ...]
     expect: Expect | None
+    pause_s: float = 0.02
 
 
 @dataclass(frozen=True, slots=True)
