@@ -105,7 +105,8 @@ def check(
             )
         )
     else:
-        print_table(Console(file=sys.stdout, width=140), name, results, strict=strict)
+        console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 110)
+        print_table(console, name, results, strict=strict)
     if junit is not None:
         junit.write_text(as_junit(f"socklab-check.{service}", results, strict=strict), "utf-8")
     return EXIT_OK if is_success(results, strict=strict) else EXIT_FAILURE
