@@ -8,6 +8,7 @@ import json
 import socketserver
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -124,3 +125,14 @@ def test_inconsistent_statistics_fail(capsys: pytest.CaptureFixture[str]) -> Non
         found = results(capsys, port)
     assert found["lab/bank/7"]["result"] == "fail"
     assert "success rate" in found["lab/bank/7"]["detail"]
+
+
+def test_reports_never_show_the_pin(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    junit = tmp_path / "bank.xml"
+    with fake_bank(overdraft=False, bad_stats=False) as port:
+        main(["check", "bank", str(port), "--json", "--case", "lab/bank/3", "--junit", str(junit)])
+        out = capsys.readouterr().out
+    (case,) = json.loads(out)["cases"]
+    assert case["sent"].startswith("5".ljust(64) + "1****")
+    assert "1234" not in out
+    assert "1234" not in junit.read_text()
