@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 from socklab.check.model import Case, Expect, Step
+from socklab.services.base import DISCONNECT_MESSAGE
 from socklab.wire.framing import LAB_HEADER_BYTES, encode_lab_frame
 
 SERVICES = ("text", "numbers", "bank", "exchange")
@@ -22,7 +23,6 @@ DIALECTS: dict[str, tuple[str, ...]] = {
 }
 """The dialects each service is checked in; the first is the default."""
 
-DISCONNECT = "!DISCONNECT"
 LARGE_PRIME = 2**61 - 1
 PALINDROME_TYPO = "[Palidrome]"
 
@@ -225,7 +225,7 @@ def problem_a_cases(service: str, dialect: str) -> list[Case]:
                 "!DISCONNECT ends the session",
                 H_DISCONNECT,
                 "disconnect",
-                (Step((request_bytes(service, d, DISCONNECT),), None),),
+                (Step((request_bytes(service, d, DISCONNECT_MESSAGE),), None),),
             )
         )
     partial = (

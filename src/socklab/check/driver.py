@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import socket
 import time
@@ -22,8 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from socklab.check.model import Case, Expect, Outcome, Result, Step, Transcript, Verdict
+from socklab.errors import PeerProtocolError
 from socklab.logs import fn
-from socklab.wire.framing import escape_bytes
+from socklab.wire.framing import decode_json_object, escape_bytes
 
 log = logging.getLogger(__name__)
 
@@ -158,15 +158,13 @@ def lab_form(target: Target, raw: bytes) -> str:
     if target.dialect != "json":
         return text
     forms = []
-    for line in text.splitlines():
+    for line in raw.splitlines():
         try:
-            reply = json.loads(line)
-        except ValueError:
-            forms.append(line)
+            reply = decode_json_object(line)
+        except PeerProtocolError:
+            forms.append(line.decode("utf-8", errors="replace"))
             continue
-        if not isinstance(reply, dict):
-            forms.append(line)
-        elif reply.get("ok") is not True:
+        if reply.get("ok") is not True:
             forms.append(f"error {reply.get('error')}")
         elif target.service == "text":
             forms.append(f"[Lower Case] {reply.get('lower')} [Upper Case] {reply.get('upper')}")
