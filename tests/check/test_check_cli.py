@@ -93,6 +93,7 @@ def test_reports_and_exit_status(capsys: pytest.CaptureFixture[str], tmp_path: P
     assert case["id"] == "lab/framing/1" and case["result"] == "pass"
     assert case["sent"] == "15".ljust(64) + "hello socklab 1"
     assert case["received"] == "[Lower Case] hello socklab 1 [Upper Case] HELLO SOCKLAB 1"
+    assert case["expected"] == case["received"]
     assert case["handout"].startswith("seed 003")
 
 

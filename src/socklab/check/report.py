@@ -58,6 +58,15 @@ def print_table(console: Console, target: str, results: list[Result], *, strict:
     console.print(summary_line(results, strict=strict))
 
 
+def expected(result: Result) -> str:
+    """What the case expects, for a reader: the replies it waits for, else its title."""
+    shown = [step.expect.shown for step in result.case.steps if step.expect is not None]
+    if not shown:
+        return result.case.title
+    more = f" (and {len(shown) - 1} more)" if len(shown) > 1 else ""
+    return shown[0] + more
+
+
 def result_dict(result: Result) -> dict[str, Any]:
     return {
         "id": result.case.id,
@@ -68,6 +77,7 @@ def result_dict(result: Result) -> dict[str, Any]:
         "result": result.verdict.value,
         "detail": result.detail,
         "sent": shown_bytes(result.sent),
+        "expected": expected(result),
         "received": shown_bytes(result.received),
         "duration_ms": round(result.duration_s * 1000, 1),
     }
@@ -131,5 +141,6 @@ def _io(result: Result) -> str:
     return (
         f"handout: {result.case.handout}\n"
         f"sent: {shown_bytes(result.sent)}\n"
+        f"expected: {expected(result)}\n"
         f"received: {shown_bytes(result.received)}\n"
     )
