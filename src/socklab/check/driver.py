@@ -287,7 +287,17 @@ async def _abort(target: Target, case: Case, transcript: Transcript) -> Outcome:
 
 
 async def _concurrent(target: Target, case: Case, transcript: Transcript) -> Outcome:
-    conns = await asyncio.gather(*(Conn.open(target, transcript) for _ in case.steps))
+    opened = await asyncio.gather(
+        *(Conn.open(target, transcript) for _ in case.steps), return_exceptions=True
+    )
+    conns = [conn for conn in opened if isinstance(conn, Conn)]
+    if len(conns) < len(opened):
+        await asyncio.gather(*(conn.close() for conn in conns))
+        refused = next(exc for exc in opened if not isinstance(exc, Conn))
+        return Outcome(
+            Verdict.FAIL,
+            f"{len(opened) - len(conns)} of {len(opened)} clients could not connect: {refused}",
+        )
     try:
         outcomes = await asyncio.gather(
             *(play_step(target, conn, step) for conn, step in zip(conns, case.steps, strict=True)),
