@@ -10,6 +10,7 @@ from socklab import __version__
 from socklab.cli.atm import atm
 from socklab.cli.bank import bank
 from socklab.cli.bench import bench
+from socklab.cli.check import check
 from socklab.cli.common import forget_logging, options_anywhere, report_error
 from socklab.cli.demo import demo
 from socklab.cli.exchange import exchange
@@ -51,6 +52,7 @@ cli.add_command(bench)
 cli.add_command(atm)
 cli.add_command(bank)
 cli.add_command(demo)
+cli.add_command(check)
 
 
 def main(argv: list[str] | None = None) -> int:

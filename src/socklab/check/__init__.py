@@ -1,0 +1,1 @@
+"""``socklab check``: a conformance suite for servers of the labs' protocols."""
