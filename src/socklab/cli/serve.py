@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib.util
 import logging
 import signal
 import ssl
@@ -19,13 +20,16 @@ from socklab.errors import StorageError
 from socklab.ledger import LedgerSettings
 from socklab.logs import fn
 from socklab.money import format_cents
+from socklab.protocol import DEFAULT_PORTS
 from socklab.server.runtime import Limits, Listener, run, serve_until
 from socklab.server.workers import Supervisor, reserve_port
-from socklab.services import DEFAULT_PORTS, SERVICE_NAMES
+from socklab.services import SERVICE_NAMES
 from socklab.services.base import Service
 
 log = logging.getLogger("socklab.cli")
 DEFAULT_LIMITS = Limits()
+SERVE_NAMES = (*SERVICE_NAMES, "web")
+"""The TCP services, then ``web`` (the HTTP side, which drives the others in-process)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +94,7 @@ def _listeners(settings: ServeSettings) -> list[Listener]:
             tls=settings.tls,
         )
         for name in settings.services
+        if name != "web"
     ]
 
 
@@ -106,14 +111,26 @@ async def serve_forever(settings: ServeSettings) -> None:
     for signum in signals:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        await serve_until(_listeners(settings), stop)
+        if "web" in settings.services:
+            from socklab.web.serve import serve_with_web
+
+            await serve_with_web(
+                _listeners(settings),
+                stop,
+                host=settings.host,
+                port=settings.ports["web"],
+                tls=settings.tls,
+                reuse_port=settings.reuse_port,
+            )
+        else:
+            await serve_until(_listeners(settings), stop)
     finally:
         for signum in signals:
             loop.remove_signal_handler(signum)
 
 
 @click.command()
-@click.argument("services", nargs=-1, type=click.Choice(SERVICE_NAMES))
+@click.argument("services", nargs=-1, type=click.Choice(SERVE_NAMES))
 @click.option(
     "--host",
     default="127.0.0.1",
@@ -126,6 +143,14 @@ async def serve_forever(settings: ServeSettings) -> None:
     type=click.IntRange(0, 65535),
     envvar="SOCKLAB_PORT",
     help="Port, with exactly one service (0 picks a free one). Default: the service's.",
+)
+@click.option(
+    "--web-port",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_PORTS["web"],
+    show_default=True,
+    envvar="SOCKLAB_WEB_PORT",
+    help="web: the port of the ATM page, dashboard and /metrics (HTTP).",
 )
 @click.option(
     "--name", default="Socklab Server", show_default=True, help="exchange: the server's name."
@@ -261,17 +286,23 @@ def serve(
     shutdown_grace: float,
     workers: int,
     tls: ssl.SSLContext | None,
+    web_port: int,
     **options: Any,
 ) -> int:
-    """Serve SERVICES (default: all four) until SIGINT or SIGTERM.
+    """Serve SERVICES (default: all five) until SIGINT or SIGTERM.
 
     \b
     exchange  8000  name and number exchange (seed 000)
     text      5050  lower and upper case of a line of text
     numbers   5051  prime and palindrome checks
     bank      5052  the ATM's bank, on a durable ledger
+    web       8080  ATM page, playground, dashboard, /metrics (HTTP)
     """
-    chosen = tuple(dict.fromkeys(services)) or SERVICE_NAMES
+    chosen = tuple(dict.fromkeys(services)) or SERVE_NAMES
+    if "web" in chosen and importlib.util.find_spec("aiohttp") is None:
+        if services:
+            raise Failed("the web service needs aiohttp: pip install 'socklab[web]'", EXIT_USAGE)
+        chosen = SERVICE_NAMES  # all by default: all that is installed
     if port is not None and len(chosen) != 1:
         raise Failed("--port needs exactly one service; each service has its own port", EXIT_USAGE)
     try:
@@ -291,7 +322,10 @@ def serve(
     settings = ServeSettings(
         services=chosen,
         host=host,
-        ports={name: DEFAULT_PORTS[name] if port is None else port for name in chosen},
+        ports={
+            name: (web_port if name == "web" else DEFAULT_PORTS[name]) if port is None else port
+            for name in chosen
+        },
         limits=limits,
         options=options,
         tls=tls,
