@@ -140,7 +140,9 @@ class WebServer:
 
     async def start(self) -> None:
         """Listen; ``port=0`` picks a free port, reported in ``port``. Raises ``OSError``."""
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await runner.setup()
         site = web.TCPSite(
             runner,
@@ -148,7 +150,6 @@ class WebServer:
             self.port,
             ssl_context=self.tls,
             reuse_port=self.reuse_port or None,
-            shutdown_timeout=1.0,
         )
         try:
             await site.start()
