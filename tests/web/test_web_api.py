@@ -7,9 +7,9 @@ import http.client
 from pathlib import Path
 
 import pytest
+from web_stack import Browserish, running_web
 
 from helpers import ScriptedRandom, captured_records
-from web_stack import Browserish, running_web
 
 
 @pytest.fixture

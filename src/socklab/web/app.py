@@ -243,6 +243,11 @@ class WebServer:
             raise
         if response.status >= 400:
             self.counters.count_error(f"http_{response.status}")
+        if request.path.startswith("/api/bank/"):
+            # A fresh connection for every bank call: a browser silently resends a request
+            # whose kept-alive connection dies before the reply, and the page would never
+            # see (nor show) the failure its idempotency key makes safe to retry.
+            response.force_close()
         self.counters.observe(time.perf_counter() - started)
         return response
 
