@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from web_stack import WebStack, running_web
 
 from helpers import HOST, ScriptedRandom, recv_until
-from web_stack import WebStack, running_web
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
