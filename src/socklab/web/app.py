@@ -44,7 +44,7 @@ PLAYGROUND_SERVICES = ("exchange", "text", "numbers")
 MAX_BODY_BYTES = 64 * 1024
 READY_TIMEOUT_S = 2.0
 TICK_S = 1.0
-LOG_LINES = 30
+LOG_LINES = 15
 STATIC_FILES = {
     "app.js": "text/javascript",
     "dashboard.js": "text/javascript",
