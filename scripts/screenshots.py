@@ -40,7 +40,9 @@ CHROMIUM_ARGS = [
 ]
 
 
-def start_services(db_path: Path) -> tuple[WebServer, asyncio.AbstractEventLoop, asyncio.Event]:
+def start_services(
+    db_path: Path,
+) -> tuple[WebServer, asyncio.AbstractEventLoop, asyncio.Event, threading.Thread]:
     """Every service and the web server, on one loop in a thread."""
     loop = new_event_loop()
     stop = asyncio.Event()
@@ -72,7 +74,7 @@ def start_services(db_path: Path) -> tuple[WebServer, asyncio.AbstractEventLoop,
     thread.start()
     if not ready.wait(30):
         raise SystemExit("the services did not start")
-    return holder["web"], loop, stop
+    return holder["web"], loop, stop, thread
 
 
 def traffic(port: int, line: bytes, done: threading.Event) -> None:
@@ -92,7 +94,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO)  # the dashboard shows the last INFO lines
     with tempfile.TemporaryDirectory() as tmp:
-        web, loop, stop = start_services(Path(tmp) / "bank.db")
+        web, loop, stop, thread = start_services(Path(tmp) / "bank.db")
         url = f"http://{HOST}:{web.port}"
         ports = {lst.service.name: lst.port for lst in web.listeners}
         try:
@@ -138,6 +140,7 @@ def main() -> int:
                 browser.close()
         finally:
             loop.call_soon_threadsafe(stop.set)
+            thread.join(30)
     print(f"wrote {args.out / 'atm.png'} and {args.out / 'dashboard.png'}")
     return 0
 
