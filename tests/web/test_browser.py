@@ -14,6 +14,7 @@ import pytest
 from web_stack import WebStack, running_web
 
 from helpers import HOST, ScriptedRandom, recv_until
+from socklab.ledger import LedgerSettings
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -93,6 +94,17 @@ def test_a_wrong_pin_is_refused(page: Any, stack: WebStack) -> None:
     log_in(page, stack, pin="0000")
     expect(page.locator("#activity li").first).to_contain_text("Login refused")
     expect(page.locator("#account")).to_be_hidden()
+
+
+def test_the_lockout_message_after_repeated_wrong_pins(page: Any, tmp_path: Path) -> None:
+    settings = LedgerSettings(max_failed_logins=2, lockout_s=600)
+    with running_web(tmp_path / "b.db", settings=settings) as stack:
+        for _ in range(2):
+            log_in(page, stack, pin="0000")
+            expect(page.locator("#activity li").first).to_contain_text("wrong")
+        log_in(page, stack)  # the right PIN, too late
+        expect(page.locator("#activity li").first).to_contain_text("too many wrong PINs")
+        expect(page.locator("#account")).to_be_hidden()
 
 
 def test_keyboard_only_login_and_accessible_labels(page: Any, stack: WebStack) -> None:

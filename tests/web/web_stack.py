@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers import HOST
+from socklab.ledger import LedgerSettings
 from socklab.server.runtime import Limits, Listener, new_event_loop
 from socklab.services.bank import BankService
 from socklab.services.exchange import ExchangeService
@@ -58,6 +59,7 @@ def running_web(
     fail_rate: float = 0.0,
     fail_mode: str = "reject",
     rng: random.Random | None = None,
+    settings: LedgerSettings | None = None,
 ) -> Iterator[WebStack]:
     loop = new_event_loop()
     ready = threading.Event()
@@ -68,6 +70,7 @@ def running_web(
         fail_rate=fail_rate,
         fail_mode=fail_mode,  # type: ignore[arg-type]
         rng=rng,
+        settings=settings,
     )
     services = [ExchangeService("Socklab Server", seed=1), TextService(), NumbersService(), bank]
 
