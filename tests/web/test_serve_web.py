@@ -9,6 +9,8 @@ import urllib.request
 import pytest
 
 from helpers import start_server_process
+from socklab.cli.common import EXIT_USAGE
+from socklab.cli.main import main
 from socklab.server.counters import LATENCY_BUCKETS_S, ServiceCounters, quantile_s
 from socklab.web.sessions import SessionStore
 
@@ -82,3 +84,9 @@ def test_counters_and_quantiles() -> None:
     assert quantile_s(counters.latency_counts, 0.99) == 0.005
     assert quantile_s(counters.latency_counts, 1.0) == LATENCY_BUCKETS_S[-1]
     assert counters.latency_counts[-1] == 1
+
+
+def test_web_under_several_workers_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    # Browser sessions live in one process; workers share the port connection by connection.
+    assert main(["serve", "web", "--workers", "2", "--web-port", "0"]) == EXIT_USAGE
+    assert "--workers 1" in capsys.readouterr().err

@@ -303,6 +303,10 @@ def serve(
         if services:
             raise Failed("the web service needs aiohttp: pip install 'socklab[web]'", EXIT_USAGE)
         chosen = SERVICE_NAMES  # all by default: all that is installed
+    if "web" in chosen and workers > 1:  # browser sessions live in one process
+        if services:
+            raise Failed("the web service runs in one process: use --workers 1", EXIT_USAGE)
+        chosen = SERVICE_NAMES
     if port is not None and len(chosen) != 1:
         raise Failed("--port needs exactly one service; each service has its own port", EXIT_USAGE)
     try:
