@@ -4,12 +4,15 @@ metrics and the playground, against the real services on one event loop."""
 from __future__ import annotations
 
 import http.client
+import ssl
 from pathlib import Path
 
 import pytest
+import trustme
 from web_stack import Browserish, running_web
 
 from helpers import ScriptedRandom, captured_records
+from tls_helpers import server_context
 
 
 @pytest.fixture
@@ -146,3 +149,20 @@ def test_bad_json_is_a_clear_error(stack) -> None:  # type: ignore[no-untyped-de
     browser.open_page()
     status, reply = browser.post("/api/play/text", [1, 2])
     assert status == 400 and reply["error"]["code"] == "bad_request"
+
+
+def test_under_tls_the_session_cookie_is_secure(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    with running_web(tmp_path / "b.db", tls=server_context(ca)) as stack:
+        client_context = ssl.create_default_context()
+        ca.configure_trust(client_context)
+        conn = http.client.HTTPSConnection("127.0.0.1", stack.port, context=client_context)
+        try:
+            conn.request("GET", "/")
+            response = conn.getresponse()
+            response.read()
+        finally:
+            conn.close()
+        assert response.status == 200
+        cookie = response.headers["Set-Cookie"]
+        assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie

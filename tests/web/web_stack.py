@@ -9,6 +9,7 @@ import http.client
 import json
 import random
 import re
+import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ def running_web(
     fail_mode: str = "reject",
     rng: random.Random | None = None,
     settings: LedgerSettings | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> Iterator[WebStack]:
     loop = new_event_loop()
     ready = threading.Event()
@@ -79,7 +81,7 @@ def running_web(
 
         async def main() -> None:
             listeners = [Listener(s, HOST, 0, Limits()) for s in services]
-            web = WebServer(listeners, HOST, 0)
+            web = WebServer(listeners, HOST, 0, tls=tls)
             for listener in listeners:
                 await listener.start()
             await web.start()
