@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib.util
 import logging
 import signal
 import ssl
@@ -19,6 +20,7 @@ from socklab.errors import StorageError
 from socklab.ledger import LedgerSettings
 from socklab.logs import fn
 from socklab.money import format_cents
+from socklab.protocol import DEFAULT_PORTS
 from socklab.server.runtime import Limits, Listener, run, serve_until
 from socklab.server.workers import Supervisor, reserve_port
 from socklab.services.registry import (
@@ -35,6 +37,8 @@ from socklab.services.registry import (
 log = logging.getLogger("socklab.cli")
 DEFAULT_LIMITS = Limits()
 DEFAULT_LEDGER = LedgerSettings()
+SERVE_NAMES = (*SERVICES.names, "web")
+"""The TCP services, then ``web`` (the HTTP side, which drives the others in-process)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +58,8 @@ class ServeSettings:
 
 def listeners(settings: ServeSettings) -> list[Listener]:
     """One listener per chosen service, built by the registry. Raises what ``build`` raises."""
-    services = settings.registry.build_all(settings.services, settings.options)
+    tcp = tuple(name for name in settings.services if name != "web")
+    services = settings.registry.build_all(tcp, settings.options)
     return [
         Listener(
             service,
@@ -64,7 +69,7 @@ def listeners(settings: ServeSettings) -> list[Listener]:
             reuse_port=settings.reuse_port,
             tls=settings.tls,
         )
-        for service_name, service in zip(settings.services, services, strict=True)
+        for service_name, service in zip(tcp, services, strict=True)
     ]
 
 
@@ -81,14 +86,26 @@ async def serve_forever(settings: ServeSettings) -> None:
     for signum in signals:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        await serve_until(listeners(settings), stop)
+        if "web" in settings.services:
+            from socklab.web.serve import serve_with_web
+
+            await serve_with_web(
+                listeners(settings),
+                stop,
+                host=settings.host,
+                port=settings.ports["web"],
+                tls=settings.tls,
+                reuse_port=settings.reuse_port,
+            )
+        else:
+            await serve_until(listeners(settings), stop)
     finally:
         for signum in signals:
             loop.remove_signal_handler(signum)
 
 
 @click.command()
-@click.argument("services", nargs=-1, type=click.Choice(SERVICES.names))
+@click.argument("services", nargs=-1, type=click.Choice(SERVE_NAMES))
 @click.option(
     "--host",
     default="127.0.0.1",
@@ -108,7 +125,15 @@ async def serve_forever(settings: ServeSettings) -> None:
     envvar="SOCKLAB_PORT_BASE",
     metavar="N",
     help="Shift every port, for a shared machine: exchange N, text N+1, numbers N+2, "
-    "bank N+3 (whichever services run).",
+    "bank N+3, web N+4 (whichever services run).",
+)
+@click.option(
+    "--web-port",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_PORTS["web"],
+    show_default=True,
+    envvar="SOCKLAB_WEB_PORT",
+    help="web: the port of the ATM page, dashboard and /metrics (HTTP).",
 )
 @click.option(
     "--name", default="Socklab Server", show_default=True, help="exchange: the server's name."
@@ -267,21 +292,44 @@ def serve(
     shutdown_grace: float,
     workers: int,
     tls: ssl.SSLContext | None,
+    web_port: int,
     **options: Any,
 ) -> int:
-    """Serve SERVICES (default: all four) until SIGINT or SIGTERM.
+    """Serve SERVICES (default: all five) until SIGINT or SIGTERM.
 
     \b
     exchange  8000  name and number exchange (seed 000)
     text      5050  lower and upper case of a line of text
     numbers   5051  prime and palindrome checks
     bank      5052  the ATM's bank, on a durable ledger
+    web       8080  ATM page, playground, dashboard, /metrics (HTTP)
     """
-    chosen = tuple(dict.fromkeys(services)) or SERVICES.names
+    chosen = tuple(dict.fromkeys(services)) or SERVE_NAMES
+    if "web" in chosen and importlib.util.find_spec("aiohttp") is None:
+        if services:
+            raise Failed("the web service needs aiohttp: pip install 'socklab[web]'", EXIT_USAGE)
+        chosen = SERVICES.names  # all by default: all that is installed
+    if "web" in chosen and workers > 1:  # browser sessions live in one process
+        if services:
+            raise Failed("the web service runs in one process: use --workers 1", EXIT_USAGE)
+        chosen = SERVICES.names
+    tcp = tuple(name for name in chosen if name != "web")
+    only_web = not tcp
     try:
-        ports = SERVICES.ports(chosen, port=port, port_base=port_base)
+        ports = SERVICES.ports(tcp, port=None if only_web else port, port_base=port_base)
     except ValueError as exc:
         raise Failed(str(exc), EXIT_USAGE) from None
+    if "web" in chosen:
+        if port is not None and not only_web:
+            raise Failed(
+                "--port needs exactly one service; each service has its own port", EXIT_USAGE
+            )
+        if only_web and port is not None:
+            ports["web"] = port
+        elif port_base is not None:  # web after the TCP services: N+4
+            ports["web"] = port_base + len(SERVICES.names)
+        else:
+            ports["web"] = web_port
     try:
         limits = Limits(
             max_message_bytes=max_message_bytes,

@@ -52,6 +52,9 @@ from typing import Any, cast
 
 from socklab.errors import DropConnection, PeerProtocolError, RequestRejected
 from socklab.logs import fn, host_port
+from socklab.protocol import DEFAULT_PORTS
+from socklab.server.counters import ServiceCounters
+from socklab.server.http_probe import http_reply, is_http_request
 from socklab.server.tls import first_byte_error, start_server_tls
 from socklab.services.base import DISCONNECT_MESSAGE, ConnectionInfo, Service, Session, peer_host
 from socklab.wire.framing import (
@@ -202,6 +205,10 @@ class Listener:
         self._trim_handle: asyncio.TimerHandle | None = None
         self.reply_tasks: set[asyncio.Task[None]] = set()
         """Every awaited reply in flight; kept here because the loop keeps tasks only weakly."""
+        self.counters = ServiceCounters()
+        """Requests, errors and latencies, for ``/metrics`` and the dashboard."""
+        self.web_port: int | None = DEFAULT_PORTS.get("web")
+        """The web UI's port, named to a browser that opens this TCP port."""
 
     async def start(self) -> None:
         """Start the service, then listen. ``port=0`` picks a free port, reported in ``port``."""
@@ -517,6 +524,9 @@ class Connection(asyncio.Protocol):
 
     def _detect(self, data: bytes) -> Decoder | None:
         prefix = self._prefix + data
+        if is_http_request(prefix):  # a browser: say what this port speaks, then close
+            self._answer_http(prefix)
+            return None
         try:
             dialect = detect_dialect(prefix)
         except PeerProtocolError as exc:
@@ -551,6 +561,20 @@ class Connection(asyncio.Protocol):
         self.session = self.listener.service.open_session(info)
         log.debug("%s dialect on %s", dialect.value, self.peer, extra=fn("handle_client"))
         return decoder
+
+    def _answer_http(self, prefix: bytes) -> None:
+        self._prefix = b""
+        if self.transport is None:
+            return
+        local = self.transport.get_extra_info("sockname")
+        host = peer_address(local) if local else self.listener.host
+        log.debug("HTTP request from %s answered", self.peer, extra=fn("handle_client"))
+        self.transport.write(
+            http_reply(
+                prefix, self.listener.service.name, host, self.listener.port, self.listener.web_port
+            )
+        )
+        self._close()
 
     def _pump(self) -> None:
         """Answer the complete messages buffered, unless a reply is being awaited; after a
@@ -635,6 +659,9 @@ class Connection(asyncio.Protocol):
         Never raises but ``DropConnection``: a failure while producing or encoding the reply
         becomes an error reply (``_exception_bytes``).
         """
+        counters = self.listener.counters
+        counters.requests += 1
+        started = _clock()
         request_id = None
         if self._is_json:
             request_id = message.get("id")
@@ -645,12 +672,14 @@ class Connection(asyncio.Protocol):
         try:
             result = self._call(message)
             if type(result) in _PLAIN_REPLIES:
-                return self._encode(request_id, result)
+                encoded = self._encode(request_id, result)
+                counters.observe(_clock() - started)
+                return encoded
         except DropConnection:
             raise
         except Exception as exc:
             return self._exception_bytes(request_id, exc)
-        return self._await_reply(request_id, result)
+        return self._await_reply(request_id, result, started)
 
     def _call_json(self, message: dict[str, Any]) -> Any:
         assert self.session is not None
@@ -668,9 +697,11 @@ class Connection(asyncio.Protocol):
         assert self.session is not None
         return self.session.handle_line(_utf8(message))
 
-    async def _await_reply(self, request_id: Any, pending: Awaitable[Any]) -> bytes:
+    async def _await_reply(self, request_id: Any, pending: Awaitable[Any], started: float) -> bytes:
         try:
-            return self._encode(request_id, await pending)
+            encoded = self._encode(request_id, await pending)
+            self.listener.counters.observe(_clock() - started)
+            return encoded
         except DropConnection:
             raise
         except Exception as exc:
@@ -733,6 +764,7 @@ class Connection(asyncio.Protocol):
         return self._error_bytes(request_id, "internal_error", INTERNAL_ERROR_MESSAGE)
 
     def _error_bytes(self, request_id: Any, code: str, message: str) -> bytes:
+        self.listener.counters.count_error(code)
         try:
             return self._encode_error(request_id, code, message)
         except Exception as exc:  # a message a service built from something unsendable
