@@ -227,9 +227,11 @@ class Ledger(Protocol):
         """As ``withdraw``, plus the stored rejection ``SameAccount``."""
         ...
 
-    async def statement(self, account: AccountId, limit: int = 10) -> list[Posting]:
-        """The newest ``limit`` (at most 1000) postings of ``account``, newest first.
-        Raises ``UnknownAccount``."""
+    async def statement(
+        self, account: AccountId, limit: int = 10, *, before: int | None = None
+    ) -> list[Posting]:
+        """The newest ``limit`` (at most 1000) postings of ``account``, newest first; with
+        ``before`` (a posting id), only postings older than it. Raises ``UnknownAccount``."""
         ...
 
     async def record_failure(self) -> None:

@@ -305,12 +305,15 @@ class PostgresLedger(KeyedPostings):
         async with self._connection() as conn:
             return await store.list_accounts(conn)
 
-    async def statement(self, account: AccountId, limit: int = 10) -> list[Posting]:
+    async def statement(
+        self, account: AccountId, limit: int = 10, *, before: int | None = None
+    ) -> list[Posting]:
         limit = max(0, min(limit, MAX_STATEMENT))
+        before = None if before is None else min(before, 2**63 - 1)
         postings = None
         if fits_int64(account):
             async with self._connection() as conn:
-                postings = await store.statement(conn, account, limit)
+                postings = await store.statement(conn, account, limit, before)
         if postings is None:
             raise unknown_account(account)
         return postings

@@ -172,7 +172,7 @@ def _outcome(req: KeyedRequest, row: TupleRow) -> Receipt | RequestRejected:
     if outcome == "key_reused":
         return KeyReused(_KEY_REUSED)
     if code is not None:
-        return REJECTIONS[code](message)
+        return REJECTIONS[code](message, replayed=outcome == "replayed")
     return Receipt(
         req.key, req.op, req.account, req.counterparty, req.amount_cents, balance,
         posting_id, replayed=outcome == "replayed",
@@ -350,8 +350,11 @@ async def list_accounts(conn: Conn) -> list[Account]:
     return [Account(*row) for row in await cur.fetchall()]
 
 
-async def statement(conn: Conn, account: int, limit: int) -> list[Posting] | None:
-    """The newest ``limit`` postings of a customer, newest first; None if unknown."""
+async def statement(
+    conn: Conn, account: int, limit: int, before: int | None = None
+) -> list[Posting] | None:
+    """The newest ``limit`` postings of a customer (older than posting ``before`` if
+    given), newest first; None if unknown."""
     # One statement, so one snapshot: the account (no row: unknown) and its newest
     # postings (one row of NULLs: none).
     cur = await conn.execute(
@@ -360,9 +363,10 @@ async def statement(conn: Conn, account: int, limit: int) -> list[Posting] | Non
         " CASE WHEN r.account_id = e.account_id THEN r.counterparty_id"
         " ELSE r.account_id END, r.key, r.created_at"
         " FROM entries e JOIN requests r ON r.id = e.request_id"
-        " WHERE e.account_id = a.id ORDER BY e.request_id DESC LIMIT %s"
+        " WHERE e.account_id = a.id AND (%s::bigint IS NULL OR e.request_id < %s)"
+        " ORDER BY e.request_id DESC LIMIT %s"
         ") p ON true WHERE a.id = %s AND a.kind = 'customer'",
-        (limit, account),
+        (before, before, limit, account),
     )
     rows = await cur.fetchall()
     if not rows:

@@ -337,11 +337,14 @@ class SqliteLedger(KeyedPostings):
     async def accounts(self) -> list[Account]:
         return await self._read(store.list_accounts)
 
-    async def statement(self, account: AccountId, limit: int = 10) -> list[Posting]:
+    async def statement(
+        self, account: AccountId, limit: int = 10, *, before: int | None = None
+    ) -> list[Posting]:
         limit = max(0, min(limit, store.MAX_STATEMENT))
+        before = None if before is None else min(before, 2**63 - 1)
         postings = None
         if fits_int64(account):
-            postings = await self._read(lambda conn: store.statement(conn, account, limit))
+            postings = await self._read(lambda conn: store.statement(conn, account, limit, before))
         if postings is None:
             raise unknown_account(account)
         return postings

@@ -190,7 +190,7 @@ def post(
         if stored_fingerprint != req.fingerprint:
             return KeyReused("this idempotency key was used for a different request"), True
         if error_code is not None:
-            return REJECTIONS[error_code](error_message), False
+            return REJECTIONS[error_code](error_message, replayed=True), False
         (balance,) = conn.execute(_BALANCE_AFTER, (req.account, request_id)).fetchone()
         return _receipt(req, request_id, balance, replayed=True), False
     rejection = precheck(req.account, req.counterparty, req.amount_cents, max_amount_cents)
@@ -459,8 +459,11 @@ def list_accounts(conn: sqlite3.Connection) -> list[Account]:
     return [Account(*row) for row in rows]
 
 
-def statement(conn: sqlite3.Connection, account: int, limit: int) -> list[Posting] | None:
-    """The newest ``limit`` postings of a customer, newest first; None if unknown."""
+def statement(
+    conn: sqlite3.Connection, account: int, limit: int, before: int | None = None
+) -> list[Posting] | None:
+    """The newest ``limit`` postings of a customer (older than posting ``before`` if
+    given), newest first; None if unknown."""
     with snapshot(conn):
         if conn.execute(_BALANCE, (account,)).fetchone() is None:
             return None
@@ -469,8 +472,9 @@ def statement(conn: sqlite3.Connection, account: int, limit: int) -> list[Postin
             " CASE WHEN r.account_id = e.account_id THEN r.counterparty_id"
             " ELSE r.account_id END, r.key, r.created_at"
             " FROM entries e JOIN requests r ON r.id = e.request_id"
-            " WHERE e.account_id = ? ORDER BY e.request_id DESC LIMIT ?",
-            (account, limit),
+            " WHERE e.account_id = ? AND (? IS NULL OR e.request_id < ?)"
+            " ORDER BY e.request_id DESC LIMIT ?",
+            (account, before, before, limit),
         ).fetchall()
     return [Posting(*row) for row in rows]
 
