@@ -1,4 +1,7 @@
 """Request -> reply logic, one module per service. No sockets here."""
 
-DEFAULT_PORTS = {"exchange": 8000, "text": 5050, "numbers": 5051, "bank": 5052}
+from socklab.protocol import DEFAULT_PORTS
+
 SERVICE_NAMES = tuple(DEFAULT_PORTS)
+
+__all__ = ["DEFAULT_PORTS", "SERVICE_NAMES"]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from socklab.errors import InvalidRequest, OutOfRange, RequestRejected, UnknownOperation
+from socklab.protocol import DEFAULT_PORTS
 from socklab.services.base import ConnectionInfo, JsonReply, Service, Session
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ def parse_number_text(text: str) -> int:
 
 class ExchangeService(Service):
     name = "exchange"
-    default_port = 8000
+    default_port = DEFAULT_PORTS["exchange"]
 
     def __init__(
         self,

@@ -53,6 +53,7 @@ from typing import Any, Literal
 import gmpy2
 
 from socklab.errors import InvalidRequest, ServerBusy, TooLarge, UnknownOperation
+from socklab.protocol import DEFAULT_PORTS
 from socklab.services.base import ConnectionInfo, JsonReply, Service, Session
 from socklab.services.primality import is_prime, quick_verdict
 from socklab.services.procpool import PoolClosed, ProcessPool, Task, WorkerDied
@@ -197,7 +198,7 @@ class NumbersService(Service):
     """
 
     name = "numbers"
-    default_port = 5051
+    default_port = DEFAULT_PORTS["numbers"]
     display_name = "Numbers Server"
 
     def __init__(

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from socklab.errors import InvalidRequest, UnknownOperation
+from socklab.protocol import DEFAULT_PORTS
 from socklab.services.base import DISCONNECT_MESSAGE, ConnectionInfo, JsonReply, Service, Session
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def shorten(text: str, limit: int = MAX_LOGGED_CHARS) -> str:
 
 class TextService(Service):
     name = "text"
-    default_port = 5050
+    default_port = DEFAULT_PORTS["text"]
     display_name = "Text Server"
 
     def open_session(self, conn: ConnectionInfo) -> Session:
