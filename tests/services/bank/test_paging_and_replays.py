@@ -104,7 +104,7 @@ def test_line_statement_pages_with_the_cursor_it_prints(bank_server: RunningServ
             assert line(sock, "deposit 1").startswith("Deposited 1.00.")
         first = line(sock, "statement 2")
         assert first.startswith("Account 1, balance 10002.00: #")
-        head, _, more = first.rstrip("\n").partition(" | older: statement N ")
+        head, _, more = first.rstrip("\n").partition(" | older: statement 2 ")
         assert head.count(" deposit 1.00 ") == 2 and more.isdigit()
         last = line(sock, f"statement 2 {more}")
         # The last page: the opening deposit alone, and no cursor.

@@ -133,7 +133,9 @@ def line_text(reply: BankReply) -> str:
     if isinstance(reply, StatementPage):
         items = [_statement_item(line) for line in reply.lines]
         shown = "; ".join(items) if items else "no postings"
-        more = "" if reply.next_before is None else f" | older: statement N {reply.next_before}"
+        more = ""
+        if reply.next_before is not None:  # a full page: its length is the limit asked
+            more = f" | older: statement {len(reply.lines)} {reply.next_before}"
         return (
             f"Account {reply.account}, balance {format_cents(reply.balance_cents)}: {shown}{more}"
         )
