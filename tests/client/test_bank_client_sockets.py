@@ -12,7 +12,8 @@ import pytest
 from helpers import ScriptedRandom, running_server
 from socklab.client.bank_client import BankClient, new_key
 from socklab.errors import LinkBroken, TransientFailure
-from socklab.services.bank import BankService, Transaction
+from socklab.protocol.bank import Moved
+from socklab.services.bank import BankService
 
 PIN = "1234"
 
@@ -68,7 +69,7 @@ class HeldFirstReply(BankService):
         self.is_first = True
         self.release = asyncio.Event()
 
-    async def move(self, *args: Any, **kwargs: Any) -> Transaction:
+    async def move(self, *args: Any, **kwargs: Any) -> Moved:
         tx = await super().move(*args, **kwargs)
         if self.is_first:
             self.is_first = False

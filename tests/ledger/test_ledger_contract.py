@@ -147,6 +147,25 @@ def test_deposit_withdraw_transfer_and_statement(harness: LedgerHarness) -> None
     assert harness.run(ledger.verify()).ok
 
 
+def test_a_statement_pages_back_from_a_posting(harness: LedgerHarness) -> None:
+    ledger = harness.open()
+    ids = [harness.run(ledger.deposit(1, 100 + n, key=f"p{n}")).posting_id for n in range(5)]
+    harness.run(ledger.deposit(2, 1, key="other"))  # another account's posting in between
+    ids.append(harness.run(ledger.deposit(1, 200, key="last")).posting_id)
+    newest = harness.run(ledger.statement(1, 3))
+    assert [p.posting_id for p in newest] == ids[:-4:-1]
+    older = harness.run(ledger.statement(1, 3, before=newest[-1].posting_id))
+    assert [p.posting_id for p in older] == ids[2::-1]
+    oldest = harness.run(ledger.statement(1, 3, before=older[-1].posting_id))
+    assert [p.key for p in oldest] == [None]  # the opening deposit, and nothing past it
+    assert harness.run(ledger.statement(1, 3, before=oldest[0].posting_id)) == []
+    assert harness.run(ledger.statement(1, 10, before=None)) == harness.run(ledger.statement(1))
+    everything = harness.run(ledger.statement(1, 10, before=2**63 - 1))  # past every posting
+    assert len(everything) == 7
+    with pytest.raises(UnknownAccount):
+        harness.run(ledger.statement(99, 3, before=ids[0]))
+
+
 def test_withdrawing_everything_is_allowed_and_one_cent_more_is_not(
     harness: LedgerHarness,
 ) -> None:
@@ -194,6 +213,7 @@ def test_business_rejections_are_stored_and_replayed(
     # The retry gets the same error, applies nothing, counts nothing...
     again = rejection(harness, call(*args, key="k"))
     assert (type(again), again.message) == (error, first.message)
+    assert (first.replayed, again.replayed) == (False, True)  # marked like a replayed success
     assert balances(harness, ledger) == {1: DEMO, 2: DEMO, 3: DEMO}
     assert harness.run(ledger.stats()) == Stats(1, 0, 1)
     # ... and also after more money arrives: the stored outcome wins.

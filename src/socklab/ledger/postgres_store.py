@@ -169,7 +169,7 @@ def _outcome(req: KeyedRequest, row: TupleRow) -> Receipt | RequestRejected:
     if outcome == "key_reused":
         return key_reused()
     if code is not None:
-        return REJECTIONS[code](message)
+        return REJECTIONS[code](message, replayed=outcome == "replayed")
     return Receipt(
         req.key, req.op, req.account, req.counterparty, req.amount_cents, balance,
         posting_id, replayed=outcome == "replayed",

@@ -183,7 +183,7 @@ def post(
         if stored_fingerprint != req.fingerprint:
             return key_reused(), True
         if error_code is not None:
-            return REJECTIONS[error_code](error_message), False
+            return REJECTIONS[error_code](error_message, replayed=True), False
         (balance,) = conn.execute(_BALANCE_AFTER, (req.account, request_id)).fetchone()
         return _receipt(req, request_id, balance, replayed=True), False
     rejection = precheck(req.account, req.counterparty, req.amount_cents, max_amount_cents)

@@ -222,16 +222,18 @@ class Help:
 BankRequest: TypeAlias = Login | Logout | Balance | Move | Statement | GetStats | ChangePin | Help
 
 REQUEST_PARSERS: dict[str, Callable[[Mapping[str, Any]], BankRequest]] = {
+    # In the order the bank lists its ops (``help``, ``unknown_op``): first those a
+    # client may send before logging in.
     "login": Login.from_json,
+    "stats": GetStats.from_json,
+    "help": Help.from_json,
     "logout": Logout.from_json,
     "balance": Balance.from_json,
     "deposit": Move.parser("deposit"),
     "withdraw": Move.parser("withdraw"),
     "transfer": Move.parser("transfer"),
     "statement": Statement.from_json,
-    "stats": GetStats.from_json,
     "change_pin": ChangePin.from_json,
-    "help": Help.from_json,
 }
 OPS: tuple[str, ...] = tuple(REQUEST_PARSERS)
 

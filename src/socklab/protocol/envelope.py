@@ -34,7 +34,7 @@ def check_request_id(value: object) -> RequestId:
     if value is None or (type(value) is int) or (type(value) is str and len(value) <= MAX_ID_CHARS):
         return value
     raise PeerProtocolError(
-        "bad_request", f"an id must be an integer or a string of at most {MAX_ID_CHARS} characters"
+        "bad_request", f"an id is a string of at most {MAX_ID_CHARS} characters or an integer"
     )
 
 

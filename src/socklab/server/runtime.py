@@ -53,6 +53,7 @@ from typing import Any, cast
 from socklab.errors import DropConnection, PeerProtocolError, RequestRejected
 from socklab.logs import fn, host_port
 from socklab.protocol import DEFAULT_PORTS
+from socklab.protocol.envelope import check_request_id, error_reply, ok_reply
 from socklab.server.counters import ServiceCounters
 from socklab.server.http_probe import http_reply, is_http_request
 from socklab.server.tls import first_byte_error, start_server_tls
@@ -72,14 +73,7 @@ log = logging.getLogger(__name__)
 _PLAIN_REPLIES = frozenset({str, dict})
 """Reply types a session returns synchronously; anything else is awaited."""
 
-MAX_ID_CHARS = 128
-BAD_ID_MESSAGE = f"an id is a string of at most {MAX_ID_CHARS} characters or an integer"
 INTERNAL_ERROR_MESSAGE = "the server failed to handle this"
-
-
-def _is_valid_id(request_id: Any) -> bool:
-    kind = type(request_id)  # exact types: a JSON true is a bool, not an integer
-    return kind is int or (kind is str and len(request_id) <= MAX_ID_CHARS)
 
 
 _clock = time.perf_counter
@@ -664,9 +658,9 @@ class Connection(asyncio.Protocol):
         started = _clock()
         request_id = None
         if self._is_json:
-            request_id = message.get("id")
-            if request_id is not None and not _is_valid_id(request_id):
-                exc = PeerProtocolError("bad_request", BAD_ID_MESSAGE)
+            try:
+                request_id = check_request_id(message.get("id"))
+            except PeerProtocolError as exc:
                 self._log_bad_input(exc)
                 return self._error_bytes(None, exc.code, exc.message)
         try:
@@ -740,9 +734,7 @@ class Connection(asyncio.Protocol):
 
     @staticmethod
     def _encode_json(request_id: Any, result: dict[str, Any]) -> bytes:
-        reply = {"id": request_id, "ok": True} if request_id is not None else {"ok": True}
-        reply.update(result)
-        return encode_json(reply)
+        return encode_json(ok_reply(request_id, result))  # one dict, one encode
 
     @staticmethod
     def _encode_lab(request_id: Any, result: str) -> bytes:
@@ -754,7 +746,7 @@ class Connection(asyncio.Protocol):
 
     def _exception_bytes(self, request_id: Any, exc: Exception) -> bytes:
         if isinstance(exc, RequestRejected):
-            return self._error_bytes(request_id, exc.code, exc.message)
+            return self._error_bytes(request_id, exc.code, exc.message, replayed=exc.replayed)
         if isinstance(exc, PeerProtocolError):
             self._log_bad_input(exc)
             return self._error_bytes(request_id, exc.code, exc.message)
@@ -763,10 +755,12 @@ class Connection(asyncio.Protocol):
         )
         return self._error_bytes(request_id, "internal_error", INTERNAL_ERROR_MESSAGE)
 
-    def _error_bytes(self, request_id: Any, code: str, message: str) -> bytes:
+    def _error_bytes(
+        self, request_id: Any, code: str, message: str, *, replayed: bool = False
+    ) -> bytes:
         self.listener.counters.count_error(code)
         try:
-            return self._encode_error(request_id, code, message)
+            return self._encode_error(request_id, code, message, replayed=replayed)
         except Exception as exc:  # a message a service built from something unsendable
             log.error(
                 "Cannot encode the %s error reply to %s",
@@ -779,12 +773,11 @@ class Connection(asyncio.Protocol):
             return self._encode_error(request_id, "internal_error", INTERNAL_ERROR_MESSAGE)
         return self._encode_error(None, "internal_error", INTERNAL_ERROR_MESSAGE)
 
-    def _encode_error(self, request_id: Any, code: str, message: str) -> bytes:
+    def _encode_error(
+        self, request_id: Any, code: str, message: str, *, replayed: bool = False
+    ) -> bytes:
         if self._is_json:
-            error = {"ok": False, "error": {"code": code, "message": message}}
-            if request_id is not None:
-                error = {"id": request_id, **error}
-            return encode_json(error)
+            return encode_json(error_reply(request_id, code, message, replayed=replayed))
         return f"ERROR {code}: {message}\n".encode()
 
     def _log_bad_input(self, exc: PeerProtocolError) -> None:

@@ -29,7 +29,10 @@ from socklab.errors import (
     UnknownOperation,
 )
 from socklab.ledger import LedgerSettings
-from socklab.services.bank import ANONYMOUS, AUTHENTICATED, FLOW, MONEY_OPS, OPS, BankService
+from socklab.protocol.bank import OPS
+from socklab.services.bank import ANONYMOUS, AUTHENTICATED, FLOW, MONEY_OPS, BankService
+
+CORE_LOG = "socklab.services.bank.core"
 
 
 @pytest.fixture
@@ -418,9 +421,7 @@ def test_one_info_line_per_transaction_and_never_a_pin(
         text = record.getMessage()
         assert "8642" not in text and "9753" not in text
     lines = [
-        r.getMessage()
-        for r in caplog.records
-        if r.name == "socklab.services.bank" and r.levelno == logging.INFO
+        r.getMessage() for r in caplog.records if r.name == CORE_LOG and r.levelno == logging.INFO
     ]
     assert "Account 1 deposit 12.50: ok" in lines
     assert "Account 1 withdraw 99999.00: insufficient_funds" in lines
@@ -434,13 +435,13 @@ def test_the_first_run_creates_the_demo_accounts_and_says_so_once(
     caplog = logs
     for bank in bank_harness(tmp_path):
         assert [a.id for a in bank.await_(bank.service.ledger.accounts())] == [1, 2, 3]
-    said = [r for r in caplog.records if r.name == "socklab.services.bank" and "demo" in r.msg]
+    said = [r for r in caplog.records if r.name == CORE_LOG and "demo" in r.msg]
     assert len(said) == 1
     assert "PIN 1234" in said[0].getMessage() and "10000.00" in said[0].getMessage()
     caplog.clear()
     for _ in bank_harness(tmp_path):  # the same database: nothing new, nothing said
         pass
-    assert not [r for r in caplog.records if r.name == "socklab.services.bank" and "demo" in r.msg]
+    assert not [r for r in caplog.records if r.name == CORE_LOG and "demo" in r.msg]
 
 
 def test_a_ledger_given_open_is_left_open(tmp_path: Path) -> None:
@@ -602,7 +603,7 @@ def test_wrong_pins_lock_the_account_for_that_address_only(tmp_path: Path) -> No
 
 
 def test_the_login_buckets_refill_and_forget_the_least_recent_addresses() -> None:
-    from socklab.services.bank_limits import LoginRateLimiter
+    from socklab.services.bank.limits import LoginRateLimiter
 
     fake = FakeTime()
     limiter = LoginRateLimiter(2.0, 2, max_wait_s=0.0, clock=fake.clock, max_clients=3)

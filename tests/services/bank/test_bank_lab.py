@@ -11,7 +11,7 @@ from bank_harness import BankHarness, bank_harness
 from helpers import ScriptedRandom
 from socklab.errors import DropConnection
 from socklab.ledger import LedgerSettings
-from socklab.services.bank_lab import (
+from socklab.services.bank.lab import (
     AWAIT_AMOUNT,
     AWAIT_CHOICE,
     AWAIT_LOGIN,

@@ -26,11 +26,10 @@ from socklab.errors import (
     TooManyLogins,
     TransientFailure,
 )
-from socklab.ledger import Account, Stats
-from socklab.ledger.base import Op
 from socklab.logs import fn
 from socklab.money import format_cents, parse_amount
-from socklab.services.bank import BankService, new_key
+from socklab.protocol.bank import LoggedIn, Login, MoneyOp, Move
+from socklab.services.bank.core import BankService, new_key
 from socklab.services.base import ConnectionInfo
 
 log = logging.getLogger(__name__)
@@ -58,20 +57,10 @@ LAB_FLOW: dict[str, dict[str, str]] = {
 MENU = "1. Check Balance\n2. Deposit\n3. Withdraw\n4. Exit\n"
 INVALID_LOGIN = "Invalid ID or Password\n"
 NOT_LOGGED_IN = "Invalid ID or Password\nPlease log in again\n"
-PROMPTS: dict[str, tuple[Op, str]] = {
+PROMPTS: dict[str, tuple[MoneyOp, str]] = {
     "2": ("deposit", "Enter amount to deposit: "),
     "3": ("withdraw", "Enter amount to withdraw: "),
 }
-
-
-def stats_lines(stats: Stats, *, with_successful: bool) -> str:
-    """The seed's statistics lines."""
-    text = f"Successful transactions: {stats.successful}\n" if with_successful else ""
-    return (
-        text + f"Total transactions: {stats.total}\n"
-        f"Success rate: {stats.success_rate:.2f}\n"
-        f"Error rate: {stats.error_rate:.2f}\n"
-    )
 
 
 def split_login(payload: str) -> tuple[int, str] | None:
@@ -92,8 +81,8 @@ class LabConversation:
         self.conn = conn
         self.state = AWAIT_LOGIN
         self.prefix = ""
-        self.account: Account | None = None
-        self.pending: Op | None = None
+        self.account: LoggedIn | None = None
+        self.pending: MoneyOp | None = None
 
     def event(self, payload: str) -> tuple[str, str]:
         """The event ``payload`` is in the current state, and its argument."""
@@ -133,7 +122,7 @@ class LabConversation:
             log.warning("Malformed lab login from %s", self.conn.peer, extra=fn("handle_client"))
             return INVALID_LOGIN
         try:
-            self.account = await self.service.login(self.conn, *parsed)
+            self.account = await self.service.login(self.conn, Login(*parsed))
         except (AccountLocked, TooManyLogins) as exc:
             return f"{exc.message}\n"
         except RequestRejected:
@@ -143,45 +132,39 @@ class LabConversation:
     async def _balance(self) -> str:
         if self.account is None:
             return NOT_LOGGED_IN
-        ledger = self.service.ledger
-        balance = (await ledger.get_account(self.account.id)).balance_cents
-        stats = await ledger.stats()
-        return f"Your balance is {format_cents(balance)}\n" + stats_lines(
-            stats, with_successful=False
+        info = await self.service.balance(self.account.account)
+        return f"Your balance is {format_cents(info.balance_cents)}\n" + info.stats.lab_lines(
+            with_successful=False
         )
 
     async def _amount(self, text: str) -> str:
         op, self.pending = self.pending, None
         if self.account is None or op is None:
             return NOT_LOGGED_IN
-        account = self.account.id
-        ledger = self.service.ledger
+        account = self.account.account
         try:
             amount_cents = parse_amount(text)
         except InvalidAmount as exc:
             return await self._failed(f"Transaction failed: {exc.message}\n", account)
         try:
-            tx = await self.service.move(self.conn, op, account, amount_cents, key=new_key("lab"))
+            tx = await self.service.move(self.conn, account, Move(op, amount_cents, new_key("lab")))
         except TransientFailure:
-            balance = (await ledger.get_account(account)).balance_cents
-            stats = await ledger.stats()
+            info = await self.service.balance(account)
             return (
-                f"Transaction failed\nYour balance is {format_cents(balance)}\n"
-                "Please try again\n" + stats_lines(stats, with_successful=False)
+                f"Transaction failed\nYour balance is {format_cents(info.balance_cents)}\n"
+                "Please try again\n" + info.stats.lab_lines(with_successful=False)
             )
         except RequestRejected as exc:
             asked = f"{op} {format_cents(amount_cents)}"
             return await self._failed(f"Transaction failed: {exc.message} ({asked})\n", account)
-        return f"Your balance is {format_cents(tx.receipt.balance_cents)}\n" + stats_lines(
-            tx.stats, with_successful=True
+        return f"Your balance is {format_cents(tx.balance_cents)}\n" + tx.stats.lab_lines(
+            with_successful=True
         )
 
     async def _failed(self, first_line: str, account: int) -> str:
-        ledger = self.service.ledger
-        balance = (await ledger.get_account(account)).balance_cents
-        stats = await ledger.stats()
+        info = await self.service.balance(account)
         return (
             first_line
-            + f"Your balance is {format_cents(balance)}\n"
-            + stats_lines(stats, with_successful=False)
+            + f"Your balance is {format_cents(info.balance_cents)}\n"
+            + info.stats.lab_lines(with_successful=False)
         )
