@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,22 +12,6 @@ from socklab.client.bank_client import BankClient
 from socklab.money import parse_amount
 
 ARGS = ["demo", "idempotency", "--operations", "12", "--fail-rate", "0.5", "--seed", "3"]
-QUIETED = ("socklab.services", "socklab.server", "socklab.ledger")
-"""The loggers the demo turns down to WARNING (its banks' lines would bury the table)."""
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The command configures socklab's logging for the process: undo it for later tests."""
-    root = logging.getLogger("socklab")
-    handlers, level, propagate = list(root.handlers), root.level, root.propagate
-    levels = {name: logging.getLogger(name).level for name in QUIETED}
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    root.propagate = propagate
-    for name, quieted_level in levels.items():
-        logging.getLogger(name).setLevel(quieted_level)
 
 
 def table(out: str) -> dict[str, tuple[str, str]]:
