@@ -128,7 +128,7 @@ class Limits:
     """Input bytes buffered by all the connections of one service together."""
     messages_per_turn: int = 32
     """Messages one connection may answer before the others get a turn."""
-    turn_budget_s: float = 0.001
+    turn_budget_s: float = 0.00025
     """Time one connection may spend answering before the others get a turn."""
     settle_timeout_s: float = 5.0
     """At shutdown, after the grace period: how long the replies still in flight on the
