@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 PLAYGROUND_SERVICES = ("exchange", "text", "numbers")
 MAX_BODY_BYTES = 64 * 1024
+STOP_TIMEOUT_S = 2.0
+"""How long a stop waits for the dashboard's ticker to end."""
 READY_TIMEOUT_S = 2.0
 TICK_S = 1.0
 LOG_LINES = 15
@@ -177,8 +179,8 @@ class WebServer:
         self._tick.set()
         if self._ticker is not None:
             self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+            # Bounded: a stop must not hang on a dashboard tick (the ticker only reads).
+            await asyncio.wait({self._ticker}, timeout=STOP_TIMEOUT_S)
         logging.getLogger("socklab").removeHandler(self.log_tail)
         if self._runner is not None:
             await self._runner.cleanup()
@@ -205,7 +207,8 @@ class WebServer:
         bank = self.bank
         if bank is None:
             return None
-        stats = await asyncio.wait_for(bank.ledger.stats(), READY_TIMEOUT_S)
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            stats = await bank.ledger.stats()
         return {
             "total": stats.total,
             "successful": stats.successful,
