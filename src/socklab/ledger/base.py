@@ -50,7 +50,10 @@ from socklab.errors import (
 )
 from socklab.logs import fn
 from socklab.money import format_cents
-from socklab.protocol.bank import MAX_KEY_CHARS, MAX_STATEMENT_LIMIT
+from socklab.protocol.bank import MAX_KEY_CHARS, MAX_STATEMENT_LIMIT, BankStats
+
+Stats = BankStats
+"""The seed's statistics, as the protocol spells them (one class for ledger and wire)."""
 
 log = logging.getLogger(__name__)
 
@@ -140,21 +143,6 @@ class JournalEntry:
     """The balance of ``account`` right after this posting."""
     key: str | None
     """The idempotency key; ``None`` for an opening deposit."""
-
-
-@dataclass(frozen=True, slots=True)
-class Stats:
-    total: int
-    successful: int
-    failed: int
-
-    @property
-    def success_rate(self) -> float:
-        return self.successful / self.total if self.total else 0.0
-
-    @property
-    def error_rate(self) -> float:
-        return self.failed / self.total if self.total else 0.0
 
 
 @dataclass(frozen=True, slots=True)

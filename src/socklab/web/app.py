@@ -209,13 +209,7 @@ class WebServer:
             return None
         async with asyncio.timeout(READY_TIMEOUT_S):
             stats = await bank.ledger.stats()
-        return {
-            "total": stats.total,
-            "successful": stats.successful,
-            "failed": stats.failed,
-            "success_rate": round(stats.success_rate, 4),
-            "error_rate": round(stats.error_rate, 4),
-        }
+        return stats.to_json()
 
     async def _tick_forever(self) -> None:
         while True:
