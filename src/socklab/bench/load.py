@@ -582,8 +582,13 @@ class LoadGenerator:
         task.add_done_callback(self._tasks.discard)
 
     async def _close_all(self) -> None:
-        for task in list(self._tasks):
+        # Reconnections still running first: each either aborts what it opened or has
+        # put its connection in ``connections`` before the list below is taken.
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_S)
         conns = list(self.connections.values())
         for conn in conns:
             conn.close()
