@@ -1318,13 +1318,7 @@ def atm_client(
             op = Op(kind, account, to, rng.randint(1, 300_00), f"chaos-{seed}-{len(ops)}")
             ops.append(op)
             try:
-                if kind == "deposit":
-                    receipt = bank.deposit(op.amount_cents, key=op.key)
-                elif kind == "withdraw":
-                    receipt = bank.withdraw(op.amount_cents, key=op.key)
-                else:
-                    assert to is not None
-                    receipt = bank.transfer(to, op.amount_cents, key=op.key)
+                receipt = bank.move(kind, op.amount_cents, to=to, key=op.key)
             except (LinkError, TransientFailure):
                 continue  # in doubt: settled at the end with the same key
             except RequestRejected as exc:
@@ -1354,13 +1348,7 @@ def settle(port: int, ops: list[Op], result: ChaosResult) -> dict[str, str]:
             bank.login(account, PIN)
             for op in mine:
                 try:
-                    if op.op == "deposit":
-                        receipt = bank.deposit(op.amount_cents, key=op.key)
-                    elif op.op == "withdraw":
-                        receipt = bank.withdraw(op.amount_cents, key=op.key)
-                    else:
-                        assert op.to is not None
-                        receipt = bank.transfer(op.to, op.amount_cents, key=op.key)
+                    receipt = bank.move(op.op, op.amount_cents, to=op.to, key=op.key)
                 except RequestRejected as exc:
                     final[op.key] = exc.code
                     if op.outcome == "ok":

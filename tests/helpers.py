@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from socklab.server.runtime import Limits, Listener, new_event_loop
 from socklab.services.base import Service
@@ -39,13 +40,33 @@ WAIT_S = 30.0
 because the machine may be busy, and only ever reached when something is broken."""
 
 
-def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
-    """Poll ``predicate`` until it holds; ``AssertionError`` naming ``what`` after ``timeout_s``."""
+def poll(predicate: Callable[[], Any], timeout_s: float = WAIT_S, every_s: float = 0.01) -> bool:
+    """Whether ``predicate`` came to hold within ``timeout_s`` (for conditions with no event
+    to wait on: a process reaped, a port freed, a log line written by another process)."""
     deadline = time.monotonic() + timeout_s
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s:g} s: {what}")
-        time.sleep(0.01)
+            return False
+        time.sleep(every_s)
+    return True
+
+
+def wait_until(predicate: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> None:
+    """Poll ``predicate`` until it holds; ``AssertionError`` naming ``what`` after ``timeout_s``."""
+    if not poll(predicate, timeout_s):
+        raise AssertionError(f"not within {timeout_s:g} s: {what}")
+
+
+async def async_wait_until(
+    predicate: Callable[[], Any], what: str, timeout_s: float = WAIT_S
+) -> None:
+    """``wait_until`` inside a running loop (the loop keeps running while it polls)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not predicate():  # noqa: ASYNC110 (a state with no event to wait on)
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"not within {timeout_s:g} s: {what}") from None
 
 
 CLOSE_TIMEOUT_S = 15.0
@@ -110,6 +131,18 @@ class RunningServer:
     def call(self, coro_factory, timeout_s: float = 10.0):  # type: ignore[no-untyped-def]
         """Run a coroutine on the server's loop and wait for its result."""
         return asyncio.run_coroutine_threadsafe(coro_factory(), self.loop).result(timeout_s)
+
+    def query(self, read: Callable[[], Any]) -> Any:
+        """``read()`` evaluated on the server's loop (its state is the loop's to touch)."""
+
+        async def run() -> Any:
+            return read()
+
+        return self.call(run)
+
+    def wait_until(self, condition: Callable[[], Any], what: str = "the condition") -> None:
+        """Wait (bounded) until ``condition``, evaluated on the server's loop, holds."""
+        wait_until(lambda: self.query(condition), what)
 
 
 @contextlib.contextmanager

@@ -160,13 +160,7 @@ class Worker:
 def send(bank: BankClient, op: Op) -> Op:
     """Send ``op`` (its own key); the op with its outcome. Raises link errors."""
     try:
-        if op.op == "deposit":
-            receipt = bank.deposit(op.amount_cents, key=op.key)
-        elif op.op == "withdraw":
-            receipt = bank.withdraw(op.amount_cents, key=op.key)
-        else:
-            assert op.to is not None
-            receipt = bank.transfer(op.to, op.amount_cents, key=op.key)
+        receipt = bank.move(op.op, op.amount_cents, to=op.to, key=op.key)
     except InsufficientFunds as exc:
         return Op(op.op, op.account, op.to, op.amount_cents, op.key, refused=exc.code)
     return Op(

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import HOST, ServerProcess, socklab_command, start_server_process
+from helpers import HOST, ServerProcess, poll, socklab_command, start_server_process
 from postgres_db import fresh_schema, require_postgres
 from socklab.client.bank_client import BankClient, TxReceipt, new_key
 from socklab.client.json_client import JsonClient
@@ -332,15 +332,6 @@ def children(pid: int) -> set[int]:
     return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
 
 
-def wait_for(predicate, timeout_s: float = 20) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
-
-
 @dataclass
 class Atm:
     """A client on the ATM's retrying ``BankClient``: the same key on every retry."""
@@ -363,13 +354,7 @@ class Atm:
                     continue
                 op = random_op(rng, self.account, f"w{seed}")
                 try:
-                    if op.kind == "deposit":
-                        receipt = bank.deposit(op.amount_cents, key=op.key)
-                    elif op.kind == "withdraw":
-                        receipt = bank.withdraw(op.amount_cents, key=op.key)
-                    else:
-                        assert op.to is not None
-                        receipt = bank.transfer(op.to, op.amount_cents, key=op.key)
+                    receipt = bank.move(op.kind, op.amount_cents, to=op.to, key=op.key)
                 except InsufficientFunds as exc:
                     self.acked.append(Acked(op, None, exc.code, False, 0, 1, 0))
                     continue
@@ -392,9 +377,9 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost_or_doubled(postgres_url
     start = open_accounts(postgres_url)
     server = start_bank(postgres_url, "--workers", "2")
     # start_server_process waits for the first worker; the second one says so too.
-    assert wait_for(lambda: server.text().count("started and listening") == 2)
+    assert poll(lambda: server.text().count("started and listening") == 2)
     supervisor = server.proc.pid
-    assert wait_for(lambda: len(children(supervisor)) == 2)
+    assert poll(lambda: len(children(supervisor)) == 2)
     before = children(supervisor)
     # The load is counted, not timed: at most 2 * BATCH operations in all, so that no
     # account's journal can outgrow what one statement shows.
@@ -414,16 +399,14 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost_or_doubled(postgres_url
             thread.start()
         # Kill a worker that has served for a while (one just started would do as well).
         budget.release(BATCH)
-        assert wait_for(lambda: acked() >= 300)
+        assert poll(lambda: acked() >= 300)
         victim = min(before)
         os.kill(victim, signal.SIGKILL)  # while the rest of the first batch is under way
-        assert wait_for(lambda: len(children(supervisor) - before) == 1)
-        assert wait_for(
-            lambda: "started and listening" in server.text().rsplit("restarting it", 1)[-1]
-        )
+        assert poll(lambda: len(children(supervisor) - before) == 1)
+        assert poll(lambda: "started and listening" in server.text().rsplit("restarting it", 1)[-1])
         after_restart = acked()
         budget.release(BATCH)
-        assert wait_for(lambda: acked() >= after_restart + 300)
+        assert poll(lambda: acked() >= after_restart + 300)
     finally:
         stop.set()
         for thread in threads:

@@ -6,10 +6,9 @@ import json
 import os
 import signal
 import socket
-import time
 from pathlib import Path
 
-from helpers import HOST, port_is_free, start_server_process
+from helpers import HOST, poll, port_is_free, start_server_process
 
 
 def children(pid: int) -> set[int]:
@@ -31,29 +30,18 @@ def convert(port: int, text: str = "Hi") -> dict[str, object]:
         return reply
 
 
-def wait_for(predicate, timeout_s: float = 10, every_s: float = 0.05) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every_s)
-    return False
-
-
 def test_workers_share_the_port_and_a_killed_worker_is_replaced() -> None:
     server = start_server_process("exchange", "--port", "0", "--workers", "2", listeners=2)
     try:
         assert len(set(server.ports)) == 1  # both workers listen on the same port
-        assert wait_for(lambda: len(children(server.proc.pid)) == 2)
+        assert poll(lambda: len(children(server.proc.pid)) == 2)
         before = children(server.proc.pid)
         for _ in range(20):
             assert exchange(server.port)["ok"] is True
         victim = min(before)
         os.kill(victim, signal.SIGKILL)
-        assert wait_for(lambda: len(children(server.proc.pid) - before) == 1)
-        assert wait_for(
-            lambda: "started and listening" in server.text().rsplit("restarting it", 1)[-1]
-        )
+        assert poll(lambda: len(children(server.proc.pid) - before) == 1)
+        assert poll(lambda: "started and listening" in server.text().rsplit("restarting it", 1)[-1])
         for _ in range(20):
             assert exchange(server.port)["ok"] is True
     finally:
@@ -81,12 +69,12 @@ def test_workers_killed_right_after_their_start_are_restarted_with_backoff() -> 
     server = start_server_process("text", "--port", "0", "--workers", "2", listeners=2)
     supervisor = server.proc.pid
     try:
-        assert wait_for(lambda: len(children(supervisor)) == 2)
+        assert poll(lambda: len(children(supervisor)) == 2)
         seen = children(supervisor)
         victim = min(seen)
         for kills in range(1, 4):
             os.kill(victim, signal.SIGKILL)
-            assert wait_for(
+            assert poll(
                 lambda: (
                     server.text().count("restarting it in") == kills  # noqa: B023
                     or server.proc.poll() is not None
@@ -96,12 +84,10 @@ def test_workers_killed_right_after_their_start_are_restarted_with_backoff() -> 
             # The victim is gone and its replacement not yet started: the other one answers.
             assert convert(server.port) == {"id": 1, "ok": True, "lower": "hi", "upper": "HI"}
             # Kill the replacement as soon as it exists, long before it has run 5 s.
-            assert wait_for(lambda: children(supervisor) - seen, every_s=0.002)
+            assert poll(lambda: children(supervisor) - seen, every_s=0.002)
             (victim,) = children(supervisor) - seen
             seen.add(victim)
-        assert wait_for(
-            lambda: "started and listening" in server.text().rsplit("restarting it", 1)[-1]
-        )
+        assert poll(lambda: "started and listening" in server.text().rsplit("restarting it", 1)[-1])
         assert len(children(supervisor)) == 2
         for _ in range(20):
             assert convert(server.port)["ok"] is True
@@ -152,5 +138,5 @@ def test_workers_do_not_outlive_a_killed_supervisor() -> None:
     assert len(workers) == 2
     server.proc.kill()
     server.wait()
-    assert wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers))
-    assert wait_for(lambda: port_is_free(server.port))
+    assert poll(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers))
+    assert poll(lambda: port_is_free(server.port))

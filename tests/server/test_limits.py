@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Callable
 
 import pytest
 
-from helpers import RunningServer, recv_all, recv_until, running_server
+from helpers import recv_all, recv_until, running_server
 from socklab.server import runtime
 from socklab.server.runtime import Limits
 from socklab.services.base import ConnectionInfo, Service, Session
@@ -32,18 +31,6 @@ class EchoService(Service):
 
     def open_session(self, conn: ConnectionInfo) -> Session:
         return EchoSession()
-
-
-def wait_until(server: RunningServer, condition: Callable[[], bool]) -> None:
-    """Wait (bounded) until ``condition`` holds, evaluated on the server's loop."""
-
-    async def check() -> bool:
-        return condition()
-
-    deadline = time.monotonic() + 10
-    while not server.call(check):
-        assert time.monotonic() < deadline, "condition never held"
-        time.sleep(0.01)
 
 
 def is_refused(sock: socket.socket) -> bool:
@@ -69,12 +56,12 @@ def test_connections_from_one_address_past_its_limit_are_refused() -> None:
             assert is_refused(third)
         assert server.listener.per_address == {"127.0.0.1": 2}
         first.close()
-        wait_until(server, lambda: server.listener.per_address.get("127.0.0.1") == 1)
+        server.wait_until(lambda: server.listener.per_address.get("127.0.0.1") == 1)
         with server.connect() as fourth:
             fourth.sendall(b"again\n")
             assert recv_until(fourth) == b"line:again\n"
         second.close()
-        wait_until(server, lambda: not server.listener.per_address)
+        server.wait_until(lambda: not server.listener.per_address)
 
 
 def test_the_defaults_suit_a_lab_behind_one_address() -> None:
@@ -107,12 +94,14 @@ def test_blank_lines_do_not_keep_a_connection_open() -> None:
 
 
 def test_real_requests_keep_a_connection_open() -> None:
-    limits = Limits(idle_timeout_s=1.0)
+    # Wall-clock by nature (the idle timeout is one), so with a wide margin: each pause
+    # is an eighth of the timeout, and together they last 1.5 times it.
+    limits = Limits(idle_timeout_s=2.0)
     with running_server(EchoService(), limits) as server, server.connect() as sock:
-        for i in range(12):  # 2.4 s in all, a request every 0.2 s
+        for i in range(12):  # 3 s in all, a request every 0.25 s
             sock.sendall(f"r{i}\n".encode())
             assert recv_until(sock) == f"line:r{i}\n".encode()
-            time.sleep(0.2)
+            time.sleep(0.25)
 
 
 # -- buffered input ----------------------------------------------------------------------
@@ -127,11 +116,11 @@ def test_over_the_buffered_bound_the_largest_partial_message_is_closed(dialect: 
         socks = [server.connect() for _ in sizes]
         for sock, size in zip(socks, sizes, strict=True):
             sock.sendall(start + b"y" * (size - len(start)))
-        wait_until(server, lambda: server.listener.buffered_bytes == sum(sizes))
+        server.wait_until(lambda: server.listener.buffered_bytes == sum(sizes))
         with server.connect() as late:
             late.sendall(start + b"z" * (950 - len(start)))  # 4,150 bytes: over the bound
             reply = recv_all(socks[0])  # the largest: 1,000 bytes
-            wait_until(server, lambda: server.listener.buffered_bytes == sum(sizes[1:]) + 950)
+            server.wait_until(lambda: server.listener.buffered_bytes == sum(sizes[1:]) + 950)
             end = b"\n" if dialect == "line" else b'"}\n'
             for sock in [*socks[1:], late]:  # the others go on
                 sock.sendall(end)
@@ -139,7 +128,7 @@ def test_over_the_buffered_bound_the_largest_partial_message_is_closed(dialect: 
                 assert answer.startswith(b"line:x" if dialect == "line" else b'{"ok":true')
         for sock in socks:
             sock.close()
-        wait_until(server, lambda: server.listener.buffered_bytes == 0)
+        server.wait_until(lambda: server.listener.buffered_bytes == 0)
     if dialect == "line":
         assert reply.startswith(b"ERROR server_busy: the server's input buffers are full")
     else:
@@ -162,9 +151,9 @@ def test_memory_is_handed_back_after_a_burst_of_half_messages(
         socks = [server.connect() for _ in range(count)]
         for sock in socks:
             sock.sendall(half)
-        wait_until(server, lambda: server.listener.buffered_bytes == count * len(half))
+        server.wait_until(lambda: server.listener.buffered_bytes == count * len(half))
         assert trims == []  # growing never trims
         for sock in socks:
             sock.close()
-        wait_until(server, lambda: server.listener.buffered_bytes == 0)
-        wait_until(server, lambda: trims == [0])  # one trim for the whole burst
+        server.wait_until(lambda: server.listener.buffered_bytes == 0)
+        server.wait_until(lambda: trims == [0])  # one trim for the whole burst

@@ -12,7 +12,6 @@ import asyncio
 import json
 import logging
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -99,13 +98,6 @@ def read_lines(sock: socket.socket, count: int) -> list[bytes]:
     return data.splitlines()
 
 
-def wait_until_no_connections(server: RunningServer, timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while server.call(lambda: _count(server)) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert server.call(lambda: _count(server)) == 0, "a connection slot is still taken"
-
-
 async def _count(server: RunningServer) -> int:
     return len(server.listener.connections)
 
@@ -164,7 +156,7 @@ def test_after_a_failed_reply_the_clients_close_frees_the_slot(op: str) -> None:
                 sock.shutdown(socket.SHUT_WR)  # what `nc -q0` does
                 reply = recv_all(sock)  # the server answers, then closes
             assert strict_json(reply)["error"]["code"] == "internal_error"
-        wait_until_no_connections(server)
+        server.wait_until(lambda: not server.listener.connections, "every slot is free")
 
 
 def test_after_a_failed_awaited_reply_the_idle_timeout_still_fires() -> None:
@@ -173,7 +165,7 @@ def test_after_a_failed_awaited_reply_the_idle_timeout_still_fires() -> None:
         sock.sendall(json.dumps({"op": "later-surrogate", "id": 1}).encode() + b"\n")
         reply = recv_all(sock)  # the reply, then the close of an idle connection
         assert strict_json(reply)["error"]["code"] == "internal_error"
-        wait_until_no_connections(server)
+        server.wait_until(lambda: not server.listener.connections, "every slot is free")
 
 
 def test_a_bug_while_writing_an_awaited_reply_cuts_the_connection_not_the_slot(
@@ -201,7 +193,7 @@ def test_a_bug_while_writing_an_awaited_reply_cuts_the_connection_not_the_slot(
                 + b"\n"
             )
             data = recv_all(sock)  # cut by the server, not left hanging
-        wait_until_no_connections(server)
+        server.wait_until(lambda: not server.listener.connections, "every slot is free")
         with server.connect() as other:  # and the server still serves
             other.sendall(json.dumps({"op": "echo", "value": 3}).encode() + b"\n")
             assert strict_json(read_lines(other, 1)[0])["value"] == 3
@@ -276,7 +268,7 @@ def test_bank_stats_with_a_lone_surrogate_id_does_not_leak_slots(bank: RunningSe
         assert strict_json(reply)["error"]["code"] == "bad_encoding"
     reply = send_and_close(bank, b'{"op":"stats","id":1}\n')
     assert strict_json(reply)["ok"] is True
-    wait_until_no_connections(bank)
+    bank.wait_until(lambda: not bank.listener.connections, "every slot is free")
 
 
 def test_text_convert_of_a_lone_surrogate_then_a_second_request() -> None:
@@ -306,7 +298,7 @@ def test_pooled_numbers_check_with_a_bad_id(raw_id: bytes, code: str) -> None:
                 first, second = (strict_json(line) for line in recv_all(sock).splitlines())
             assert first["error"]["code"] == code
             assert second == {"id": 2, "ok": True, "prime": True}
-        wait_until_no_connections(server)
+        server.wait_until(lambda: not server.listener.connections, "every slot is free")
 
 
 # -- a real process under --log-json -----------------------------------------------------------

@@ -38,21 +38,6 @@ class BigReplyService(Service):
         return BigReplySession()
 
 
-def on_loop(server: RunningServer, query: Callable[[], Any]) -> Any:
-    async def run() -> Any:
-        return query()
-
-    return server.call(run)
-
-
-def wait_until(server: RunningServer, condition: Callable[[], bool]) -> None:
-    """Wait (bounded) until ``condition`` holds, evaluated on the server's loop."""
-    deadline = time.monotonic() + WAIT_S
-    while not on_loop(server, condition):
-        assert time.monotonic() < deadline, "condition never held"
-        time.sleep(0.01)
-
-
 def only_connection(server: RunningServer) -> Connection:
     (conn,) = server.listener.connections
     return conn
@@ -72,7 +57,7 @@ def send_until(
 ) -> None:
     """Send ``chunk`` again and again (blocked sends are fine) until ``done`` holds."""
     deadline = time.monotonic() + WAIT_S
-    while not on_loop(server, done):
+    while not server.query(done):
         assert time.monotonic() < deadline, "the server never reached the state wanted"
         with contextlib.suppress(TimeoutError):  # the server reads no more for now
             sock.sendall(chunk)
@@ -91,7 +76,7 @@ def test_a_client_that_does_not_read_its_replies_is_closed_for_that_and_frees_it
         running_server(service, limits) as server,
         non_reader(server) as hog,
     ):
-        wait_until(server, lambda: len(server.listener.connections) == 1)
+        server.wait_until(lambda: len(server.listener.connections) == 1)
         conn = only_connection(server)
         stalled: list[tuple[bool, bool, int]] = []
 
@@ -108,7 +93,7 @@ def test_a_client_that_does_not_read_its_replies_is_closed_for_that_and_frees_it
         assert read_paused  # no more requests taken in while its replies back up
         assert has_input  # requests still buffered: not an "incomplete message"
         assert unsent <= 64 * 1024 + PER_TURN * (REPLY_BYTES + 100)  # high-water mark + a turn
-        wait_until(server, lambda: not server.listener.connections)  # the slot is back
+        server.wait_until(lambda: not server.listener.connections)  # the slot is back
         assert server.listener.per_address == {}
     logged = list(messages(records))
     assert any("has not read its replies for over 1 s" in line for line in logged), logged
@@ -125,14 +110,14 @@ def test_a_closing_connection_whose_replies_never_drain_is_aborted() -> None:
         non_reader(server) as hog,
     ):
         hog.sendall(request)
-        wait_until(server, lambda: len(server.listener.connections) == 1)
+        server.wait_until(lambda: len(server.listener.connections) == 1)
         conn = only_connection(server)
         assert conn.transport is not None
         # Writing never pauses here, so the replies pile up in the transport's buffer.
-        on_loop(server, lambda: conn.transport.set_write_buffer_limits(high=64 << 20))
+        server.query(lambda: conn.transport.set_write_buffer_limits(high=64 << 20))
         send_until(server, hog, request * 20, lambda: conn.transport.get_write_buffer_size() > 0)
         hog.sendall(b"half a line")  # and never the rest: the partial timeout closes it
-        wait_until(server, lambda: not server.listener.connections)
+        server.wait_until(lambda: not server.listener.connections)
     logged = list(messages(records))
     assert any("incomplete message for over 0.5 s" in line for line in logged), logged
     assert any("its last replies were not read within 0.5 s" in line for line in logged), logged

@@ -14,14 +14,20 @@ import os
 import signal
 import socket
 import struct
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
 from numbers_checks import ANSWERED, HANGING, check_or_hang
 
-from helpers import RunningServer, captured_records, recv_until, running_server
+from helpers import (
+    RunningServer,
+    async_wait_until,
+    captured_records,
+    recv_until,
+    running_server,
+    wait_until,
+)
 from socklab.errors import ServerBusy
 from socklab.services.base import ConnectionInfo
 from socklab.services.numbers import STOP_TIMEOUT_S, NumbersService, NumbersSession
@@ -35,36 +41,6 @@ def hanging_service(**options: Any) -> NumbersService:
     return NumbersService(offload_digits=100, check=check_or_hang, **options)
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = DEADLINE_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.01)
-
-
-async def async_wait_until(
-    condition: Callable[[], bool], what: str, timeout_s: float = DEADLINE_S
-) -> None:
-    # Polled: a process being reaped, or the pool's counts, have no event to wait on.
-    try:
-        async with asyncio.timeout(timeout_s):
-            while True:
-                if condition():
-                    return
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting until {what}") from None
-
-
-def on_loop(server: RunningServer, read: Callable[[], Any]) -> Any:
-    """``read()`` evaluated on the server's loop, where the pool's state lives."""
-
-    async def probe() -> Any:
-        return read()
-
-    return server.call(probe)
-
-
 def pool_state(server: RunningServer, service: NumbersService) -> tuple[int, int, list[int]]:
     """(running, pending, worker pids) of the service's pool."""
 
@@ -73,7 +49,7 @@ def pool_state(server: RunningServer, service: NumbersService) -> tuple[int, int
         assert pool is not None
         return pool.running, pool.pending, pool.pids()
 
-    result: tuple[int, int, list[int]] = on_loop(server, read)
+    result: tuple[int, int, list[int]] = server.query(read)
     return result
 
 
@@ -173,7 +149,7 @@ def test_a_connection_lost_while_its_check_runs_is_logged_and_starts_nothing_mor
         (pid,) = pool_state(server, service)[2]
         hang_up(sock)
         listener = server.listener
-        wait_until(lambda: on_loop(server, lambda: not listener.connections), "it is closed")
+        server.wait_until(lambda: not listener.connections, "it is closed")
         wait_until(lambda: process_gone(pid), f"worker {pid} is reaped")
         # The request pipelined behind the abandoned one never reached the pool: nothing is
         # pending, and no worker was started for it.

@@ -113,11 +113,6 @@ def new_key(prefix: str = "srv") -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
-def bank_stats(stats: Stats) -> BankStats:
-    """The ledger's statistics as the protocol's value."""
-    return BankStats(stats.total, stats.successful, stats.failed)
-
-
 def moved(receipt: Receipt, stats: Stats) -> Moved:
     """The reply for a posting the ledger applied (or replayed)."""
     return Moved(
@@ -128,7 +123,7 @@ def moved(receipt: Receipt, stats: Stats) -> Moved:
         receipt.key,
         receipt.posting_id,
         receipt.replayed,
-        bank_stats(stats),
+        stats,
         receipt.counterparty,
     )
 
@@ -262,10 +257,10 @@ class BankService(Service):
         """Raises ``UnknownAccount``."""
         found = await self.ledger.get_account(account)
         stats = await self.ledger.stats()
-        return BalanceInfo(found.id, found.name, found.balance_cents, bank_stats(stats))
+        return BalanceInfo(found.id, found.name, found.balance_cents, stats)
 
     async def stats(self) -> BankStats:
-        return bank_stats(await self.ledger.stats())
+        return await self.ledger.stats()
 
     async def move(self, conn: ConnectionInfo, account: AccountId, req: Move) -> Moved:
         """Deposit, withdraw or transfer through the ledger, with fault injection.
